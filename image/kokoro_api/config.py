@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
 
+    graceful_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."
+    )
+
     # --- behaviour
     warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")

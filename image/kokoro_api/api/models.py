@@ -1,0 +1,31 @@
+"""GET /v1/models (OpenAI-compatible list) and GET /v1/limits (what the server accepts)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..schemas import MODEL_IDS, SPEED_MAX, SPEED_MIN
+from .deps import SettingsDep
+
+router = APIRouter(tags=["models"])
+CREATED = 1735689600  # Kokoro-82M v1.0 release (2025-01)
+
+
+@router.get("/v1/models", summary="Models this server answers to")
+async def list_models() -> dict:
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": CREATED, "owned_by": "hexgrad"} for m in MODEL_IDS],
+    }
+
+
+@router.get("/v1/limits", summary="Request limits of this server")
+async def limits(settings: SettingsDep) -> dict:
+    return {
+        "max_input_chars": settings.max_input_chars,
+        "max_unstreamed_chars": settings.max_unstreamed_chars,
+        "max_batch_items": settings.max_batch_items,
+        "speed_min": SPEED_MIN,
+        "speed_max": SPEED_MAX,
+        "default_voice": settings.default_voice,
+    }

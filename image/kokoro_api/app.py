@@ -1,0 +1,73 @@
+"""The application factory. ``create_app(settings)`` builds a FastAPI app; nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .admission import Admission
+from .api import health, models, speech, voices
+from .config import Settings
+from .errors import StartupError, install_error_handlers
+from .limits import BodySizeLimit
+from .runtime import WARMUP_TEXT, Runtime
+
+log = logging.getLogger(__name__)
+
+
+async def _load(app: FastAPI) -> None:
+    rt: Runtime = app.state.runtime
+    try:
+        await asyncio.to_thread(rt.load)
+        if rt.settings.warmup:
+            voice = rt.settings.default_voice
+            if voice not in rt.voices.builtin_ids:
+                voice = rt.voices.builtin_ids[0]
+            await rt.synthesizer.synthesize(WARMUP_TEXT, voice, 1.0)
+        rt.ready = True
+        log.info("ready", extra={"seconds": round(rt.load_seconds, 2)})
+    except StartupError as exc:
+        rt.error = str(exc)
+        log.error("start-up failed: %s", exc)
+    except Exception as exc:  # keep the process up so /healthz can report it; Kubernetes restarts it
+        rt.error = f"{type(exc).__name__}: {exc}"
+        log.exception("start-up failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.runtime = Runtime(settings)
+    app.state.admission = Admission(settings.workers, settings.max_queue, settings.max_queue_wait_s)
+    loader = asyncio.create_task(_load(app))
+    try:
+        yield
+    finally:
+        loader.cancel()
+        app.state.runtime.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Kokoro TTS API",
+        version="0.1.0",
+        description="Kokoro-82M text-to-speech on ONNX Runtime, OpenAI-compatible.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (health.router, models.router, voices.router, speech.router):
+        app.include_router(router)
+    try:
+        from .api.web import mount_web
+    except ImportError:
+        pass
+    else:
+        mount_web(app)
+    return app

@@ -1,0 +1,158 @@
+"""``kokoro-api serve | models [pull] | say``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .errors import StartupError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "workers": getattr(args, "workers", None),
+        "model_path": getattr(args, "model", None),
+        "voices_path": getattr(args, "voices", None),
+    }.items() if v is not None}
+    return Settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .logs import setup_logging
+    from .runtime import prepared_model
+    from .voices import load_bundle
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    # Fail fast, with a clear message, on what can be checked before the server starts.
+    load_bundle(settings.voices_path)
+    prepared_model(settings, progress=sys.stderr.isatty())
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False,
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .engine.model import MODEL_SHA256, sha256_file
+    from .runtime import prepared_model
+    from .voices import describe, load_bundle
+
+    settings = _settings(args)
+    if args.action == "pull":
+        from .pull import pull_voices
+
+        path = pull_voices(settings.cache_dir / "voices")
+        print(f"voices: {path}\nset KOKORO_VOICES_PATH={path}")
+        return 0
+    from .engine.model import resolve_model
+
+    source = resolve_model(settings.model_path, settings.cache_dir, progress=True)
+    digest = sha256_file(source)
+    print(f"model:    {source} ({source.stat().st_size:,} bytes)")
+    print(f"sha256:   {digest} ({'embedded int8 v1.0, verified' if digest == MODEL_SHA256 else 'custom'})")
+    prepared = prepared_model(settings, progress=True)
+    print(f"prepared: {prepared}")
+    if settings.voices_path is None:
+        print("voices:   none configured (set KOKORO_VOICES_PATH)")
+        return 1
+    voices = load_bundle(settings.voices_path)
+    by_lang: dict[str, int] = {}
+    for v in voices:
+        lang = describe(v).language
+        by_lang[lang] = by_lang.get(lang, 0) + 1
+    print(f"voices:   {settings.voices_path}: {len(voices)} ({', '.join(f'{k}: {n}' for k, n in sorted(by_lang.items()))})")
+    return 0
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tqdm import tqdm
+
+    from .audio.encode import Encoder
+    from .runtime import Runtime
+
+    settings = _settings(args)
+    text = args.text if args.text != "-" else sys.stdin.read()
+    out = Path(args.output)
+    fmt = args.format or out.suffix.lstrip(".").lower() or "mp3"
+    if fmt == "ogg":
+        fmt = "opus"
+    rt = Runtime(settings)
+    rt.load()
+
+    async def run() -> float:
+        enc = Encoder(fmt)
+        seconds = 0.0
+        with open(out, "wb") as f, tqdm(total=len(text), unit="char", desc="speaking", disable=None) as bar:
+            done = 0
+            async for seg in rt.synthesizer.segments(text, args.voice or settings.default_voice, args.speed):
+                f.write(enc.write(seg.audio))
+                seconds += seg.seconds
+                n = sum(len(w.word) + 1 for w in seg.words)
+                bar.update(min(n, len(text) - done))
+                done += n
+            f.write(enc.close())
+        return seconds
+
+    try:
+        seconds = asyncio.run(run())
+    finally:
+        rt.close()
+    print(f"wrote {out} ({seconds:.1f} s of audio)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kokoro-api", description="Kokoro-82M text-to-speech service")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", type=Path, help="ONNX model file (env KOKORO_MODEL_PATH)")
+        sp.add_argument("--voices", type=Path, help="voice bundle .npz or .npy folder (env KOKORO_VOICES_PATH)")
+
+    s = sub.add_parser("serve", help="run the HTTP service")
+    s.add_argument("--host", help="bind address (default 127.0.0.1, env KOKORO_HOST)")
+    s.add_argument("--port", type=int, help="port (default 8880, env KOKORO_PORT)")
+    s.add_argument("--workers", type=int, help="inference workers (default 2, env KOKORO_WORKERS)")
+    common(s)
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("models", help="assemble, verify and report the model and voices (or 'pull' voices)")
+    m.add_argument("action", nargs="?", choices=["show", "pull"], default="show")
+    common(m)
+    m.set_defaults(func=cmd_models)
+
+    y = sub.add_parser("say", help="speak text into an audio file")
+    y.add_argument("text", help="text to speak ('-' reads standard input)")
+    y.add_argument("-o", "--output", required=True, help="output file (format from the extension)")
+    y.add_argument("-v", "--voice", help="voice id or mix")
+    y.add_argument("-s", "--speed", type=float, default=1.0)
+    y.add_argument("-f", "--format", choices=["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    common(y)
+    y.set_defaults(func=cmd_say)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StartupError as exc:
+        print(f"kokoro-api: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

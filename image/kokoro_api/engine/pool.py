@@ -1,0 +1,78 @@
+"""ONNX Runtime sessions, one per worker thread. Only this module knows onnxruntime."""
+
+from __future__ import annotations
+
+import logging
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StartupError
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 24_000
+
+
+@dataclass
+class Inference:
+    audio: np.ndarray  # float32 mono, 24 kHz
+    durations: np.ndarray | None  # frames per input token (incl. the two pad tokens), if the model has them
+
+
+class EnginePool:
+    """``workers`` sessions of one model; ``run`` borrows a free session (call it from ``executor``)."""
+
+    def __init__(self, model_path: Path, workers: int, intra_op_threads: int) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path)
+        self.workers = workers
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(workers):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = intra_op_threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            try:
+                sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # ORT raises Fail/InvalidProtobuf/... for a broken file
+                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                raise StartupError(
+                    f"Model file {model_path} cannot be loaded by ONNX Runtime (truncated or corrupt?): {first}"
+                ) from None
+            self._free.put(sess)
+        self.outputs = [o.name for o in sess.get_outputs()]
+        self.has_durations = "durations" in self.outputs
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kokoro-infer")
+
+    @staticmethod
+    def run_options():
+        """Per-call options; setting ``terminate = True`` from another thread aborts that call."""
+        import onnxruntime as ort
+
+        return ort.RunOptions()
+
+    def run(self, token_ids: list[int], style: np.ndarray, speed: float, run_options=None) -> Inference:
+        """Synthesize one chunk (blocking). ``token_ids`` exclude the pad tokens; len <= 510."""
+        tokens = np.array([[0, *token_ids, 0]], dtype=np.int64)
+        feeds = {
+            "tokens": tokens,
+            "style": np.ascontiguousarray(style, dtype=np.float32).reshape(1, -1),
+            "speed": np.array([speed], dtype=np.float32),
+        }
+        sess = self._free.get()
+        try:
+            out = sess.run(None, feeds, run_options)
+        finally:
+            self._free.put(sess)
+        result = dict(zip(self.outputs, out, strict=True))
+        audio = np.asarray(result["audio"], dtype=np.float32).reshape(-1)
+        durations = result.get("durations")
+        return Inference(audio, None if durations is None else np.asarray(durations).reshape(-1))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

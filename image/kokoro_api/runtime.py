@@ -1,0 +1,60 @@
+"""Everything the service loads once: model sessions, voices, G2P. Built in the lifespan, kept on app.state."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .engine.model import resolve_model
+from .engine.pool import EnginePool
+from .synthesis import Synthesizer
+from .text.g2p import Phonemizer
+from .voices import VoiceStore, load_bundle
+
+log = logging.getLogger(__name__)
+WARMUP_TEXT = "Ready."
+
+
+def prepared_model(settings: Settings, progress: bool = False) -> Path:
+    """Resolve the model, then add the durations output and pick the variant (cached on disk)."""
+    source = resolve_model(settings.model_path, settings.cache_dir, progress=progress)
+    try:
+        from .engine.prepare import prepare_model
+    except ImportError:  # preparation not available: run the model as it is
+        return source
+    variant = "float" if settings.model_variant == "auto" else settings.model_variant
+    return prepare_model(source, settings.cache_dir / "prepared", variant)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    synthesizer: Synthesizer | None = None
+    model_path: Path | None = None
+    ready: bool = False
+    error: str | None = None
+    load_seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def voices(self) -> VoiceStore:
+        assert self.synthesizer is not None
+        return self.synthesizer.voices
+
+    def load(self) -> None:
+        """Blocking: load everything (call from a thread). Raises StartupError with a clear message."""
+        t0 = time.perf_counter()
+        voices = VoiceStore(load_bundle(self.settings.voices_path))
+        self.model_path = prepared_model(self.settings)
+        pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+        self.synthesizer = Synthesizer(pool, Phonemizer(), voices)
+        self.load_seconds = time.perf_counter() - t0
+        log.info("model loaded", extra={"model": str(self.model_path), "seconds": round(self.load_seconds, 2),
+                                        "voices": len(voices.builtin_ids), "workers": self.settings.workers})
+
+    def close(self) -> None:
+        if self.synthesizer is not None:
+            self.synthesizer.pool.close()

@@ -1,0 +1,139 @@
+"""Text -> audio segments: chunk the text, pick the style row, run the engine, join with pauses.
+
+Plain data in, plain data out; no HTTP here. Each chunk (phonemization included) runs on an engine
+worker thread, so the event loop never blocks. Cancelling the consumer stops the remaining chunks and
+aborts the chunk in flight (ONNX Runtime's ``RunOptions.terminate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine.pool import SAMPLE_RATE, EnginePool
+from .errors import InvalidRequest
+from .text.chunker import Chunk, chunk_text
+from .text.g2p import Phonemizer, vocab
+from .voices import VoiceStore
+
+FADE_SAMPLES = 120  # 5 ms fade at every chunk edge: no clicks at joins
+SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
+
+
+@dataclass(frozen=True)
+class WordTime:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
+class Segment:
+    """One chunk's audio (pause included) and its words' times, relative to the segment's start."""
+
+    audio: np.ndarray
+    words: list[WordTime] = field(default_factory=list)
+    tokens: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+def _fade(audio: np.ndarray) -> np.ndarray:
+    n = min(FADE_SAMPLES, len(audio) // 2)
+    if n:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        audio[:n] *= ramp
+        audio[-n:] *= ramp[::-1]
+    return audio
+
+
+def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> list[WordTime]:
+    """Map per-token durations back to the chunk's words (as the user wrote them)."""
+    lengths = [len(w.phonemes) for w in chunk.words]
+    n_tokens = sum(lengths) + max(0, sum(1 for x in lengths if x) - 1)
+    if durations is not None and len(durations) == n_tokens + 2:
+        cum = np.concatenate([[0], np.cumsum(durations)]).astype(np.float64)
+        scale = n_samples / cum[-1] if cum[-1] else 0.0
+    else:  # no duration output: spread time over tokens evenly
+        cum = np.linspace(0, n_tokens + 2, n_tokens + 3)
+        scale = n_samples / (n_tokens + 2)
+    out, pos, first = [], 0, True
+    for word, n in zip(chunk.words, lengths, strict=True):
+        if not word.text:
+            continue
+        if n:
+            if not first:
+                pos += 1  # the space token between words
+            first = False
+            start, end = cum[pos + 1], cum[pos + n + 1]
+            pos += n
+        else:
+            start = end = cum[pos + 1] if pos else cum[1]
+        out.append(WordTime(word.text, start * scale / SAMPLE_RATE, end * scale / SAMPLE_RATE))
+    return out
+
+
+class Synthesizer:
+    def __init__(self, pool: EnginePool, phonemizer: Phonemizer, voices: VoiceStore) -> None:
+        self.pool = pool
+        self.phonemizer = phonemizer
+        self.voices = voices
+        self._vocab = vocab()
+
+    def _chunks(self, text: str, british: bool, short_first: bool) -> Iterator[Chunk]:
+        return chunk_text(text, lambda s: self.phonemizer.words(s, british), short_first=short_first)
+
+    def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options) -> Segment | None:
+        """Next chunk -> audio (runs on a worker thread). None when the text is exhausted."""
+        chunk = next(chunks, None)
+        if chunk is None:
+            return None
+        ids = [self._vocab[c] for c in chunk.phonemes]
+        pause = np.zeros(int(chunk.pause_after * SAMPLE_RATE), dtype=np.float32)
+        if not ids:
+            return Segment(pause, word_times(chunk, None, 0), 0)
+        result = self.pool.run(ids, style[len(ids) - 1], speed, run_options)
+        audio = _fade(result.audio.copy())
+        words = word_times(chunk, result.durations, len(audio))
+        return Segment(np.concatenate([audio, pause]), words, len(ids))
+
+    async def segments(
+        self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None
+    ) -> AsyncIterator[Segment]:
+        """Yield audio segment by segment. Word times are absolute (seconds from the start)."""
+        style = self.voices.style(voice)
+        if british is None:
+            british = self.voices.language_of(voice) == "en-gb"
+        chunks = self._chunks(text, british, short_first)
+        loop = asyncio.get_running_loop()
+        offset, spoken = 0.0, 0
+        while True:
+            run_options = self.pool.run_options()
+            fut = loop.run_in_executor(self.pool.executor, self._step, chunks, style, speed, run_options)
+            try:
+                seg = await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                run_options.terminate = True  # abort the chunk in flight, free the worker
+                raise
+            if seg is None:
+                break
+            spoken += seg.tokens
+            seg.words = [WordTime(w.word, w.start + offset, w.end + offset) for w in seg.words]
+            offset += seg.seconds
+            yield seg
+        if spoken == 0:
+            raise InvalidRequest("The input has nothing that can be spoken.", {"field": "input"})
+
+    async def synthesize(self, text: str, voice: str, speed: float, british: bool | None = None) -> Segment:
+        """The whole text as one segment."""
+        parts = [s async for s in self.segments(text, voice, speed, british=british)]
+        return Segment(
+            np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.float32),
+            [w for p in parts for w in p.words],
+            sum(p.tokens for p in parts),
+        )

