@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import Settings
 from .engine.model import resolve_model
+from .errors import StartupError
 from .engine.pool import EnginePool
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
@@ -26,7 +27,11 @@ def prepared_model(settings: Settings, progress: bool = False) -> Path:
     except ImportError:  # preparation not available: run the model as it is
         return source
     variant = "float" if settings.model_variant == "auto" else settings.model_variant
-    return prepare_model(source, settings.cache_dir / "prepared", variant)
+    try:
+        return prepare_model(source, settings.cache_dir, variant)
+    except Exception as exc:  # onnx raises DecodeError & co. for a truncated or corrupt file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None
 
 
 @dataclass

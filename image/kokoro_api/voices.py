@@ -82,8 +82,8 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
         m = _TERM.match(raw)
         if not m:
             raise InvalidVoice(
-                f"Cannot parse voice term {raw.strip()!r}: use a voice id or a mix like "
-                "'af_bella(2)+af_sky(1)'.",
+                f"Cannot parse voice term {raw.strip()!r}: use a voice id (listed at GET /v1/audio/voices) "
+                "or a mix like 'af_bella(2)+af_sky(1)'.",
                 {"voice": spec, "term": raw.strip()},
             )
         name, weight_s = m.group(1), m.group(2)

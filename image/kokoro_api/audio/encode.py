@@ -59,10 +59,18 @@ class _Sink(io.RawIOBase):
         return out
 
 
+class _SeekableSink(io.BytesIO):
+    def drain(self) -> bytes:
+        return b""
+
+    def result(self) -> bytes:
+        return self.getvalue()
+
+
 class Encoder:
     """Incremental encoder for one response."""
 
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, seekable: bool = False) -> None:
         if fmt not in MEDIA_TYPES:
             raise ValueError(f"unsupported format {fmt}")
         self.fmt = fmt
@@ -72,7 +80,8 @@ class Encoder:
             import av
 
             container, codec, bit_rate = _AV[fmt]
-            self._sink = _Sink()
+            # A whole file goes to a seekable buffer so the muxer can finalize headers (FLAC's length).
+            self._sink = _SeekableSink() if seekable else _Sink()
             self._out = av.open(self._sink, mode="w", format=container)
             self._stream = self._out.add_stream(codec, rate=SAMPLE_RATE, layout="mono")
             if bit_rate:
@@ -143,5 +152,9 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
     if fmt == "wav":
         pcm = to_int16(audio)
         return wav_header(len(pcm)) + pcm.tobytes()
-    enc = Encoder(fmt)
-    return enc.write(audio) + enc.close()
+    if fmt == "pcm":
+        return to_int16(audio).tobytes()
+    enc = Encoder(fmt, seekable=True)
+    enc.write(audio)
+    enc.close()
+    return enc._sink.result()
