@@ -1,0 +1,104 @@
+"""The tree validates strictly and offline; each kind of mistake is rejected naming file and field."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, require_tool
+
+APP = "kubernetes/apps/ai-services/kokoro-api"
+
+
+def run_kubeconform(root: Path, schemas_dir: str) -> subprocess.CompletedProcess[str]:
+    require_tool("kustomize", "KUSTOMIZE")
+    require_tool("kubeconform", "KUBECONFORM")
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "kubeconform.py"), "--root", str(root), "--schemas", schemas_dir],
+        capture_output=True, text=True, check=False, timeout=300,
+    )
+
+
+def test_tree_passes_offline(schemas_dir: str) -> None:
+    result = run_kubeconform(REPO, schemas_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problems" in result.stdout
+    for name in ("deployment.yaml", "virtualservice.yaml", "destinationrule.yaml", "servicemonitor.yaml",
+                 "waypoint.yaml", "secret.sops.yaml", "kubernetes/flux/cluster/ks.yaml"):
+        assert name in result.stdout, f"{name} was not validated:\n{result.stdout}"
+
+
+def edit(path: str, old: str, new: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        file = root / path
+        text = file.read_text()
+        assert old in text, f"{old!r} not in {path}"
+        file.write_text(text.replace(old, new, 1))
+    return apply
+
+
+def add_file(path: str, text: str, kustomization: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        (root / path).write_text(text)
+        k = root / kustomization
+        k.write_text(k.read_text() + f"  - ./{Path(path).name}\n")
+    return apply
+
+
+def drop_block(path: str, start: str, lines: int) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        file = root / path
+        text = file.read_text().splitlines(keepends=True)
+        index = next(i for i, line in enumerate(text) if line.startswith(start))
+        del text[index:index + lines]
+        file.write_text("".join(text))
+    return apply
+
+
+WIDGET = "---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n"
+
+NEGATIVE_CASES = {
+    "attempts-as-string": (
+        edit(f"{APP}/app/virtualservice.yaml", "attempts: 3", 'attempts: "3"'),
+        "virtualservice.yaml", "retries.attempts"),
+    "unknown-field-virtualservice": (
+        edit(f"{APP}/app/virtualservice.yaml", "  hosts:\n", "  mirrorTo: x\n  hosts:\n"),
+        "virtualservice.yaml", "mirrorTo"),
+    "unknown-field-deployment": (
+        edit(f"{APP}/app/deployment.yaml", "          ports:\n", "          portz: []\n          ports:\n"),
+        "deployment.yaml", "portz"),
+    "duplicate-key": (
+        edit(f"{APP}/app/service.yaml", "  type: ClusterIP\n", "  type: ClusterIP\n  type: NodePort\n"),
+        "service.yaml", "spec.type"),
+    "ks-without-sourceRef": (
+        drop_block(f"{APP}/ks.yaml", "  sourceRef:", 4),
+        "kokoro-api/ks.yaml", "sourceRef"),
+    "kind-without-schema": (
+        add_file(f"{APP}/app/widget.yaml", WIDGET, f"{APP}/app/kustomization.yaml"),
+        "widget.yaml", "could not find schema for Widget"),
+    "substitution-typo": (
+        edit(f"{APP}/app/service.yaml", "  name: ${APP}\n", "  name: ${APPP}\n"),
+        "service.yaml", "APPP"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEGATIVE_CASES))
+def test_broken_variant_is_rejected(case: str, tmp_path: Path, schemas_dir: str) -> None:
+    mutate, file, field = NEGATIVE_CASES[case]
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "kubernetes", root / "kubernetes")
+    mutate(root)
+    result = run_kubeconform(root, schemas_dir)
+    assert result.returncode != 0, f"{case} passed validation:\n{result.stdout}"
+    failing = [line for line in result.stdout.splitlines() if field in line]
+    assert failing, f"no message names {field!r}:\n{result.stdout}"
+    assert f"FAIL {APP}" in result.stdout or "FAIL kubernetes/" in result.stdout
+    report = result.stdout
+    # the failing file is named on the FAIL line that precedes the message
+    blocks = report.split("FAIL ")
+    assert any(block.split("\n", 1)[0].endswith(file) and field in block for block in blocks), report
