@@ -64,11 +64,16 @@ class Phonemizer:
             text_buf += tk.text
             ps_buf += "".join(c for c in (tk.phonemes or "") if c in self._vocab)
             if tk.whitespace:
-                words.append(Word(text_buf, ps_buf))
+                self._flush(words, text_buf, ps_buf)
                 text_buf, ps_buf = "", ""
-        if text_buf:
-            words.append(Word(text_buf, ps_buf))
+        self._flush(words, text_buf, ps_buf)
         return words
+
+    @staticmethod
+    def _flush(words: list[Word], text: str, phonemes: str) -> None:
+        text = text.strip()  # spaCy turns runs of spaces into whitespace tokens
+        if text or phonemes:
+            words.append(Word(text, phonemes))
 
     def phonemes(self, text: str, british: bool = False) -> str:
         """The phoneme string Kokoro is fed for ``text`` (words joined by spaces)."""

@@ -1,0 +1,83 @@
+"""G2P (misaki, offline) on tricky inputs, and the chunker's guarantees (nothing dropped, <= 510 tokens)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kokoro_api.text.chunker import MAX_TOKENS, chunk_text, split_sentences
+from kokoro_api.text.g2p import Phonemizer, Word, vocab
+
+
+@pytest.fixture(scope="module")
+def g2p() -> Phonemizer:
+    return Phonemizer()
+
+
+# (text, phonemes that must appear, phonemes that must not) for American English
+TRICKY = [
+    ("$1,234.56", ["wˈʌn θˈWzᵊnd", "tˈu hˈʌndɹəd θˈɜɹTi fˈɔɹ dˈɑləɹz", "fˈɪfti sˈɪks sˈɛnts"], []),
+    ("3.5%", ["θɹˈi pYnt fˈIv pəɹsˈɛnt"], []),
+    ("I read it yesterday.", ["ɹˈɛd"], ["ɹˈid"]),
+    ("I will read it tomorrow.", ["ɹˈid"], ["ɹˈɛd"]),
+    ("Dr. Smith arrived.", ["dˈɑktəɹ"], []),
+    ("It costs €20.", ["twˈɛnti", "jˈʊɹOz"], []),
+    ("The year 1999 was odd.", ["nˌIntˈin nˈIndi nˈIn"], []),
+    ("Read this now.", ["ɹˈid"], ["ɹˈɛd"]),
+]
+
+
+@pytest.mark.parametrize("text,present,absent", TRICKY, ids=[t for t, _, _ in TRICKY])
+def test_tricky_inputs(g2p, text, present, absent):
+    ps = g2p.phonemes(text)
+    for p in present:
+        assert p in ps, ps
+    for p in absent:
+        assert p not in ps, ps
+
+
+def test_british_differs(g2p):
+    us, gb = g2p.phonemes("The water is hot."), g2p.phonemes("The water is hot.", british=True)
+    assert us != gb
+
+
+def test_only_vocab_symbols_and_user_words_kept(g2p):
+    words = g2p.words("Hello, wonderful  world! Zyxqvwk 42")
+    assert [w.text for w in words] == ["Hello,", "wonderful", "world!", "Zyxqvwk", "42"]
+    table = vocab()
+    assert all(c in table for w in words for c in w.phonemes)
+    assert all(w.phonemes for w in words)  # unknown words go through the espeak fallback
+
+
+def test_inline_pronunciation(g2p):
+    words = g2p.words("Say [Kokoro](/kˈOkəɹO/) twice.")
+    assert [w.text for w in words] == ["Say", "Kokoro", "twice."]
+    assert words[1].phonemes == "kˈOkəɹO"
+
+
+def test_sentence_split_keeps_abbreviations():
+    parts = [s for s, _ in split_sentences("Dr. Smith met Mr. Jones. They talked! Did it work?")]
+    assert parts == ["Dr. Smith met Mr. Jones.", "They talked!", "Did it work?"]
+
+
+def fake_words(sentence: str) -> list[Word]:
+    return [Word(w, "a" * len(w)) for w in sentence.split()]
+
+
+@pytest.mark.parametrize("short_first", [False, True])
+def test_chunker_never_drops_and_respects_limit(short_first):
+    text = (
+        "Short one. " + ("A very long clause without any stops " * 40) + ", then more; and more. "
+        + "x" * 1200 + " End.\n\nNew paragraph here."
+    )
+    chunks = list(chunk_text(text, fake_words, short_first=short_first))
+    assert all(len(c.phonemes) <= MAX_TOKENS for c in chunks)
+    spoken = "".join(w.phonemes for c in chunks for w in c.words)
+    assert spoken == "".join("a" * len(w) for w in text.split())
+    assert " ".join(w.text for c in chunks for w in c.words if w.text).split() == text.split()
+
+
+def test_first_chunk_is_short_when_streaming():
+    text = "This opening sentence is fairly long and has no commas in it at all so it runs on. " * 5
+    first = next(chunk_text(text, fake_words, short_first=True))
+    normal = next(chunk_text(text, fake_words, short_first=False))
+    assert len(first.phonemes) <= 60 < len(normal.phonemes)
