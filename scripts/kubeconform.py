@@ -28,8 +28,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import render  # noqa: E402
 
@@ -41,12 +39,17 @@ PUBLIC_CRD_LOCATION = (
 
 
 def kubeconform_binary() -> str:
-    for candidate in (os.environ.get("KUBECONFORM"), shutil.which("kubeconform"),
-                      str(Path.home() / "go" / "bin" / "kubeconform")):
+    for candidate in (
+        os.environ.get("KUBECONFORM"),
+        shutil.which("kubeconform"),
+        str(Path.home() / "go" / "bin" / "kubeconform"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise SystemExit("error: kubeconform not found: install it with "
-                     "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0` or set KUBECONFORM")
+    raise SystemExit(
+        "error: kubeconform not found: install it with "
+        "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0` or set KUBECONFORM"
+    )
 
 
 def schema_locations(schemas_dir: str | None) -> list[str]:
@@ -55,8 +58,10 @@ def schema_locations(schemas_dir: str | None) -> list[str]:
     base = Path(schemas_dir).resolve()
     if not base.is_dir():
         raise SystemExit(f"error: schema directory {base} does not exist")
-    return [str(base / "kubernetes"),
-            str(base) + "/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"]
+    return [
+        str(base / "kubernetes"),
+        str(base) + "/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json",
+    ]
 
 
 class Collector:
@@ -72,15 +77,20 @@ class Collector:
     def source_name(self, origin: Path | None, fallback: str) -> str:
         if origin is None:
             return fallback
-        return render._display(origin, self.root)
+        return render.display_path(origin, self.root)
 
     def add(self, resources: list[render.Resource], fallback: str) -> None:
         for resource in resources:
             doc = dict(resource.doc)
             doc.pop("sops", None)  # SOPS metadata is not part of the object Flux applies
             source = self.source_name(resource.origin, fallback)
-            key = (source, resource.kind, resource.namespace, resource.name,
-                   json.dumps(doc, sort_keys=True, default=str))
+            key = (
+                source,
+                resource.kind,
+                resource.namespace,
+                resource.name,
+                json.dumps(doc, sort_keys=True, default=str),
+            )
             if key in self.seen:
                 continue
             self.seen.add(key)
@@ -100,29 +110,39 @@ class Collector:
 def collect(root: Path, collector: Collector) -> None:
     kubernetes = root / "kubernetes"
     for file in render.yaml_files(kubernetes):
-        errors = render.duplicate_key_errors(file.read_text(encoding="utf-8"), render._display(file, root))
+        errors = render.duplicate_key_errors(
+            file.read_text(encoding="utf-8"), render.display_path(file, root)
+        )
         for error in errors:
-            collector.errors[render._display(file, root)].append(error)
+            collector.errors[render.display_path(file, root)].append(error)
     if collector.errors:
         return  # rendering would only repeat the YAML errors less clearly
 
     flux_paths: set[Path] = set()
     for ks in render.find_flux_kustomizations(root):
-        source = render._display(ks.source_file, root)
-        collector.add([render.Resource(d, ks.source_file) for d in render.load_documents(ks.source_file)
-                       if render.is_flux_kustomization(d)], source)
+        source = render.display_path(ks.source_file, root)
+        collector.add(
+            [
+                render.Resource(d, ks.source_file)
+                for d in render.load_documents(ks.source_file)
+                if render.is_flux_kustomization(d)
+            ],
+            source,
+        )
         if ks.path is None:
             continue  # the schema check reports the missing spec.path
         flux_paths.add(ks.path)
         try:
             collector.add(render.render_flux_kustomization(ks, root=root), source)
         except render.RenderError as exc:
-            collector.errors[exc.file or source].append(f"rendering Kustomization '{ks.name}' ({source}): {exc}")
+            collector.errors[exc.file or source].append(
+                f"rendering Kustomization '{ks.name}' ({source}): {exc}"
+            )
 
     for directory in render.find_kustomization_dirs(root):
         if directory.resolve() in flux_paths:
             continue
-        source = render._display(directory / "kustomization.yaml", root)
+        source = render.display_path(directory / "kustomization.yaml", root)
         try:
             collector.add(render.kustomize_build(directory, root=root), source)
         except render.RenderError as exc:
@@ -130,8 +150,16 @@ def collect(root: Path, collector: Collector) -> None:
 
 
 def run_kubeconform(files: dict[str, str], locations: list[str], version: str) -> tuple[dict, str]:
-    cmd = [kubeconform_binary(), "-strict", "-summary", "-verbose", "-output", "json",
-           "-kubernetes-version", version]
+    cmd = [
+        kubeconform_binary(),
+        "-strict",
+        "-summary",
+        "-verbose",
+        "-output",
+        "json",
+        "-kubernetes-version",
+        version,
+    ]
     for location in locations:
         cmd += ["-schema-location", location]
     cmd += sorted(files)
@@ -164,10 +192,14 @@ def field_errors(resource: dict) -> list[tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(render.REPO_ROOT), help="repository root (default: this repo)")
-    parser.add_argument("--schemas", default=os.environ.get("KUBECONFORM_SCHEMAS_DIR"),
-                        help="offline schema directory (env KUBECONFORM_SCHEMAS_DIR); default: public catalogues")
-    parser.add_argument("--kubernetes-version", default=os.environ.get("KUBERNETES_VERSION",
-                                                                       DEFAULT_KUBERNETES_VERSION))
+    parser.add_argument(
+        "--schemas",
+        default=os.environ.get("KUBECONFORM_SCHEMAS_DIR"),
+        help="offline schema directory (env KUBECONFORM_SCHEMAS_DIR); default: public catalogues",
+    )
+    parser.add_argument(
+        "--kubernetes-version", default=os.environ.get("KUBERNETES_VERSION", DEFAULT_KUBERNETES_VERSION)
+    )
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     locations = schema_locations(args.schemas)
@@ -220,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             for line in problem.splitlines():
                 print(f"     {line}")
     where = args.schemas or "public catalogues"
-    print(f"Summary: {counts['valid']} resources valid, {counts['invalid']} problems, "
-          f"{counts['skipped']} Secrets without a schema "
-          f"(kubernetes {args.kubernetes_version}, schemas: {where})")
+    print(
+        f"Summary: {counts['valid']} resources valid, {counts['invalid']} problems, "
+        f"{counts['skipped']} Secrets without a schema "
+        f"(kubernetes {args.kubernetes_version}, schemas: {where})"
+    )
     return 1 if counts["invalid"] else 0
 
 

@@ -67,9 +67,7 @@ def _walk_duplicates(node: yaml.Node, path: str, file: str, errors: list[str]) -
             field = f"{path}.{key}" if path else key
             line = key_node.start_mark.line + 1
             if key in seen:
-                errors.append(
-                    f"{file}:{line}: duplicate key '{field}' (first defined at line {seen[key]})"
-                )
+                errors.append(f"{file}:{line}: duplicate key '{field}' (first defined at line {seen[key]})")
             else:
                 seen[key] = line
             _walk_duplicates(value_node, field, file, errors)
@@ -93,13 +91,13 @@ def duplicate_key_errors(text: str, file: str) -> list[str]:
 def load_documents(path: Path) -> list[dict[str, Any]]:
     """The mapping documents of a YAML file; duplicate keys and syntax errors raise RenderError."""
     text = path.read_text(encoding="utf-8")
-    errors = duplicate_key_errors(text, _display(path))
+    errors = duplicate_key_errors(text, display_path(path))
     if errors:
         raise RenderError("\n".join(errors))
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
 
 
-def _display(path: Path, root: Path = REPO_ROOT) -> str:
+def display_path(path: Path, root: Path = REPO_ROOT) -> str:
     try:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
@@ -191,12 +189,17 @@ def find_kustomization_dirs(root: Path = REPO_ROOT) -> list[Path]:
 
 
 def kustomize_binary() -> str:
-    for candidate in (os.environ.get("KUSTOMIZE"), shutil.which("kustomize"),
-                      str(Path.home() / "go" / "bin" / "kustomize")):
+    for candidate in (
+        os.environ.get("KUSTOMIZE"),
+        shutil.which("kustomize"),
+        str(Path.home() / "go" / "bin" / "kustomize"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise RenderError("kustomize not found: install it (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1) "
-                      "or set KUSTOMIZE")
+    raise RenderError(
+        "kustomize not found: install it (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1) "
+        "or set KUSTOMIZE"
+    )
 
 
 def _flux_generated_resources(directory: Path) -> list[Path]:
@@ -230,7 +233,7 @@ def kustomize_build(
     the namespace (as Flux's targetNamespace does), image overrides, and origin annotations."""
     directory = directory.resolve()
     if not directory.is_dir():
-        raise RenderError(f"{_display(directory, root)}: no such directory")
+        raise RenderError(f"{display_path(directory, root)}: no such directory")
     with tempfile.TemporaryDirectory(prefix="render-") as tmp:
         overlay = Path(tmp)
         if has_kustomization(directory):
@@ -250,11 +253,13 @@ def kustomize_build(
         (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
         proc = subprocess.run(
             [kustomize_binary(), "build", "--load-restrictor=LoadRestrictionsNone", str(overlay)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             message = proc.stderr.strip().replace(str(overlay) + "/", "")
-            raise RenderError(f"{_display(directory, root)}: kustomize build failed: {message}")
+            raise RenderError(f"{display_path(directory, root)}: kustomize build failed: {message}")
         rendered = []
         for doc in yaml.safe_load_all(proc.stdout):
             if isinstance(doc, dict):
@@ -314,8 +319,10 @@ def substitute_text(text: str, variables: Mapping[str, str], *, where: str = "",
             return default
         if value is None:
             if strict:
-                raise RenderError(f"{where}: variable '${{{name}}}' is not set by postBuild.substitute "
-                                  "and has no default", where)
+                raise RenderError(
+                    f"{where}: variable '${{{name}}}' is not set by postBuild.substitute and has no default",
+                    where,
+                )
             return ""
         return value
 
@@ -330,14 +337,15 @@ def substitution_disabled(doc: Mapping[str, Any]) -> bool:
     return False
 
 
-def apply_substitution(resources: Iterable[Resource], variables: Mapping[str, str],
-                       *, root: Path = REPO_ROOT) -> list[Resource]:
+def apply_substitution(
+    resources: Iterable[Resource], variables: Mapping[str, str], *, root: Path = REPO_ROOT
+) -> list[Resource]:
     result = []
     for resource in resources:
         if substitution_disabled(resource.doc):
             result.append(resource)
             continue
-        where = _display(resource.origin, root) if resource.origin else f"{resource.kind}/{resource.name}"
+        where = display_path(resource.origin, root) if resource.origin else f"{resource.kind}/{resource.name}"
         text = substitute_text(yaml.safe_dump(resource.doc, sort_keys=False), variables, where=where)
         result.append(Resource(yaml.safe_load(text), resource.origin))
     return result
@@ -346,11 +354,12 @@ def apply_substitution(resources: Iterable[Resource], variables: Mapping[str, st
 # --------------------------------------------------------------------------- rendering
 
 
-def render_flux_kustomization(ks: FluxKustomization, *, images: Mapping[str, str] | None = None,
-                              root: Path = REPO_ROOT) -> list[Resource]:
+def render_flux_kustomization(
+    ks: FluxKustomization, *, images: Mapping[str, str] | None = None, root: Path = REPO_ROOT
+) -> list[Resource]:
     """What Flux applies for one Kustomization (without decrypting Secrets)."""
     if ks.path is None:
-        raise RenderError(f"{_display(ks.source_file, root)}: Kustomization '{ks.name}' has no spec.path")
+        raise RenderError(f"{display_path(ks.source_file, root)}: Kustomization '{ks.name}' has no spec.path")
     resources = kustomize_build(ks.path, namespace=ks.target_namespace, images=images, root=root)
     if ks.substitute is not None:
         resources = apply_substitution(resources, ks.substitute, root=root)
@@ -371,9 +380,15 @@ def resolve_target(target: str | Path, root: Path = REPO_ROOT) -> FluxKustomizat
     if path.is_dir() and (path / "ks.yaml").is_file():
         path = path / "ks.yaml"
     if path.is_file():
-        kss = [FluxKustomization.from_doc(d, path, root) for d in load_documents(path) if is_flux_kustomization(d)]
+        kss = [
+            FluxKustomization.from_doc(d, path, root)
+            for d in load_documents(path)
+            if is_flux_kustomization(d)
+        ]
         if len(kss) != 1:
-            raise RenderError(f"{_display(path, root)}: expected exactly one Flux Kustomization, found {len(kss)}")
+            raise RenderError(
+                f"{display_path(path, root)}: expected exactly one Flux Kustomization, found {len(kss)}"
+            )
         return kss[0]
     for ks in find_flux_kustomizations(root):
         if ks.path == path:
@@ -381,8 +396,9 @@ def resolve_target(target: str | Path, root: Path = REPO_ROOT) -> FluxKustomizat
     return path
 
 
-def render_path(target: str | Path, *, images: Mapping[str, str] | None = None,
-                root: Path = REPO_ROOT) -> list[Resource]:
+def render_path(
+    target: str | Path, *, images: Mapping[str, str] | None = None, root: Path = REPO_ROOT
+) -> list[Resource]:
     resolved = resolve_target(target, root)
     if isinstance(resolved, FluxKustomization):
         return render_flux_kustomization(resolved, images=images, root=root)
@@ -400,10 +416,13 @@ def decrypt_secrets(resources: Iterable[Resource], *, root: Path = REPO_ROOT) ->
         if not sops or resource.origin is None:
             raise RenderError(f"{resource.kind}/{resource.name}: SOPS-encrypted and sops is not available")
         env = {**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1"}
-        proc = subprocess.run([sops, "--decrypt", str(resource.origin)], capture_output=True, text=True,
-                              env=env, check=False)
+        proc = subprocess.run(
+            [sops, "--decrypt", str(resource.origin)], capture_output=True, text=True, env=env, check=False
+        )
         if proc.returncode != 0:
-            raise RenderError(f"{_display(resource.origin, root)}: sops --decrypt failed: {proc.stderr.strip()}")
+            raise RenderError(
+                f"{display_path(resource.origin, root)}: sops --decrypt failed: {proc.stderr.strip()}"
+            )
         doc = yaml.safe_load(proc.stdout)
         if resource.namespace:
             doc.setdefault("metadata", {})["namespace"] = resource.namespace
@@ -418,10 +437,17 @@ def to_yaml(resources: Iterable[Resource | Mapping[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", help="ks.yaml, an app folder (ai-services/kokoro-api) or a kustomize folder")
+    parser.add_argument(
+        "target", help="ks.yaml, an app folder (ai-services/kokoro-api) or a kustomize folder"
+    )
     parser.add_argument("--kind", action="append", help="only resources of this kind (repeatable)")
-    parser.add_argument("--image", action="append", default=[], metavar="OLD=NEW",
-                        help="kustomize images: override, e.g. ghcr.io/x/kokoro-api=localhost/kokoro-api:dev")
+    parser.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="kustomize images: override, e.g. ghcr.io/x/kokoro-api=localhost/kokoro-api:dev",
+    )
     parser.add_argument("--decrypt", action="store_true", help="decrypt SOPS Secrets (for applying)")
     parser.add_argument("--skip-secrets", action="store_true", help="leave SOPS-encrypted Secrets out")
     args = parser.parse_args(argv)

@@ -19,8 +19,12 @@ APP_PATH = "kubernetes/apps/ai-services/kokoro-api"
 
 def tool(name: str, env: str | None = None) -> str | None:
     """A tool from $ENV, PATH, the venv next to the interpreter, or ~/go/bin."""
-    candidates = [os.environ.get(env) if env else None, shutil.which(name),
-                  str(Path(sys.executable).parent / name), str(Path.home() / "go" / "bin" / name)]
+    candidates = [
+        os.environ.get(env) if env else None,
+        shutil.which(name),
+        str(Path(sys.executable).parent / name),
+        str(Path.home() / "go" / "bin" / name),
+    ]
     return next((c for c in candidates if c and Path(c).is_file()), None)
 
 

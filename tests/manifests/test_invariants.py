@@ -21,7 +21,9 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs"
 def duration_seconds(value: str) -> float:
     """A Go duration (what Istio's CEL rule `duration(self)` accepts) in seconds."""
     assert isinstance(value, str) and _DURATION.match(value), f"{value!r} is not a duration"
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)", value))
+    return sum(
+        float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)", value)
+    )
 
 
 def quantity_bytes(value: str) -> float:
@@ -90,7 +92,9 @@ def test_container_port_is_the_apps_default(container) -> None:
     assert env_value(container, "KOKORO_HOST") == "0.0.0.0"
 
 
-def test_virtualservice_and_destinationrule_point_at_the_service(service, virtualservice, destinationrule) -> None:
+def test_virtualservice_and_destinationrule_point_at_the_service(
+    service, virtualservice, destinationrule
+) -> None:
     host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
     assert virtualservice["spec"]["hosts"] == [host]
     assert destinationrule["spec"]["host"] == host
@@ -112,7 +116,7 @@ def test_service_is_enrolled_in_the_waypoint(rendered, service) -> None:
 def test_namespace_is_in_the_ambient_mesh(repo) -> None:
     import render
 
-    (namespace,) = [d for d in render.load_documents(repo / "kubernetes/apps/ai-services/namespace.yaml")]
+    (namespace,) = list(render.load_documents(repo / "kubernetes/apps/ai-services/namespace.yaml"))
     assert namespace["metadata"]["name"] == NAMESPACE
     assert namespace["metadata"]["labels"]["istio.io/dataplane-mode"] == "ambient"
 
@@ -123,7 +127,9 @@ def test_network_policy_admits_mesh_and_monitoring_only(rendered, container) -> 
     admitted = {p["port"] for rule in cnp["spec"]["ingress"] for tp in rule["toPorts"] for p in tp["ports"]}
     assert admitted == {port, "15008"}, "only the app port and HBONE (15008) may be admitted"
     for rule in cnp["spec"]["ingress"]:
-        assert "fromEntities" not in rule or set(rule["fromEntities"]) <= {"host"}, "no world/cluster entities"
+        assert "fromEntities" not in rule or set(rule["fromEntities"]) <= {"host"}, (
+            "no world/cluster entities"
+        )
         for cidr in rule.get("fromCIDR", []):
             assert cidr == "169.254.7.127/32", "the only CIDR is ambient's SNAT address for kubelet probes"
 
@@ -153,7 +159,9 @@ def app_routes() -> tuple[set[str], set[str]]:
 
 def test_probes_point_at_routes_the_app_serves(container, app_routes) -> None:
     openapi_paths, _ = app_routes
-    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = {
+        kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
     assert probes["livenessProbe"]["path"] == "/healthz"
     assert probes["readinessProbe"]["path"] == probes["startupProbe"]["path"] == "/readyz"
     port_names = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
@@ -178,7 +186,9 @@ def test_emptydirs_for_tmp_and_audio(deployment, container) -> None:
     for path in ("/tmp", "/tmp/audio"):
         assert path in mounts, f"no volume at {path}"
         volume = volumes[mounts[path]]
-        assert "emptyDir" in volume and volume["emptyDir"].get("sizeLimit"), f"{path}: emptyDir with a sizeLimit"
+        assert "emptyDir" in volume and volume["emptyDir"].get("sizeLimit"), (
+            f"{path}: emptyDir with a sizeLimit"
+        )
     assert env_value(container, "KOKORO_AUDIO_DIR") == "/tmp/audio"
     assert env_value(container, "KOKORO_CACHE_DIR").startswith("/tmp/")
 

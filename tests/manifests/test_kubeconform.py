@@ -19,8 +19,18 @@ def run_kubeconform(root: Path, schemas_dir: str) -> subprocess.CompletedProcess
     require_tool("kustomize", "KUSTOMIZE")
     require_tool("kubeconform", "KUBECONFORM")
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "kubeconform.py"), "--root", str(root), "--schemas", schemas_dir],
-        capture_output=True, text=True, check=False, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "kubeconform.py"),
+            "--root",
+            str(root),
+            "--schemas",
+            schemas_dir,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
 
 
@@ -28,8 +38,15 @@ def test_tree_passes_offline(schemas_dir: str) -> None:
     result = run_kubeconform(REPO, schemas_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 problems" in result.stdout
-    for name in ("deployment.yaml", "virtualservice.yaml", "destinationrule.yaml", "servicemonitor.yaml",
-                 "waypoint.yaml", "secret.sops.yaml", "kubernetes/flux/cluster/ks.yaml"):
+    for name in (
+        "deployment.yaml",
+        "virtualservice.yaml",
+        "destinationrule.yaml",
+        "servicemonitor.yaml",
+        "waypoint.yaml",
+        "secret.sops.yaml",
+        "kubernetes/flux/cluster/ks.yaml",
+    ):
         assert name in result.stdout, f"{name} was not validated:\n{result.stdout}"
 
 
@@ -39,6 +56,7 @@ def edit(path: str, old: str, new: str) -> Callable[[Path], None]:
         text = file.read_text()
         assert old in text, f"{old!r} not in {path}"
         file.write_text(text.replace(old, new, 1))
+
     return apply
 
 
@@ -47,6 +65,7 @@ def add_file(path: str, text: str, kustomization: str) -> Callable[[Path], None]
         (root / path).write_text(text)
         k = root / kustomization
         k.write_text(k.read_text() + f"  - ./{Path(path).name}\n")
+
     return apply
 
 
@@ -55,8 +74,9 @@ def drop_block(path: str, start: str, lines: int) -> Callable[[Path], None]:
         file = root / path
         text = file.read_text().splitlines(keepends=True)
         index = next(i for i, line in enumerate(text) if line.startswith(start))
-        del text[index:index + lines]
+        del text[index : index + lines]
         file.write_text("".join(text))
+
     return apply
 
 
@@ -65,25 +85,39 @@ WIDGET = "---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\ns
 NEGATIVE_CASES = {
     "attempts-as-string": (
         edit(f"{APP}/app/virtualservice.yaml", "attempts: 3", 'attempts: "3"'),
-        "virtualservice.yaml", "retries.attempts"),
+        "virtualservice.yaml",
+        "retries.attempts",
+    ),
     "unknown-field-virtualservice": (
         edit(f"{APP}/app/virtualservice.yaml", "  hosts:\n", "  mirrorTo: x\n  hosts:\n"),
-        "virtualservice.yaml", "mirrorTo"),
+        "virtualservice.yaml",
+        "mirrorTo",
+    ),
     "unknown-field-deployment": (
         edit(f"{APP}/app/deployment.yaml", "          ports:\n", "          portz: []\n          ports:\n"),
-        "deployment.yaml", "portz"),
+        "deployment.yaml",
+        "portz",
+    ),
     "duplicate-key": (
         edit(f"{APP}/app/service.yaml", "  type: ClusterIP\n", "  type: ClusterIP\n  type: NodePort\n"),
-        "service.yaml", "spec.type"),
+        "service.yaml",
+        "spec.type",
+    ),
     "ks-without-sourceRef": (
         drop_block(f"{APP}/ks.yaml", "  sourceRef:", 4),
-        "kokoro-api/ks.yaml", "sourceRef"),
+        "kokoro-api/ks.yaml",
+        "sourceRef",
+    ),
     "kind-without-schema": (
         add_file(f"{APP}/app/widget.yaml", WIDGET, f"{APP}/app/kustomization.yaml"),
-        "widget.yaml", "could not find schema for Widget"),
+        "widget.yaml",
+        "could not find schema for Widget",
+    ),
     "substitution-typo": (
         edit(f"{APP}/app/service.yaml", "  name: ${APP}\n", "  name: ${APPP}\n"),
-        "service.yaml", "APPP"),
+        "service.yaml",
+        "APPP",
+    ),
 }
 
 

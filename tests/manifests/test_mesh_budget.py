@@ -53,7 +53,9 @@ def test_durations_parse_and_pass_istios_rule(virtualservice, destinationrule) -
 
 def test_only_the_streaming_route_has_no_overall_timeout(virtualservice) -> None:
     table = routes(virtualservice)
-    streaming = [r for r in table.values() if {m["uri"].get("exact") for m in r.get("match", [])} & STREAMING_PATHS]
+    streaming = [
+        r for r in table.values() if {m["uri"].get("exact") for m in r.get("match", [])} & STREAMING_PATHS
+    ]
     assert len(streaming) == 1 and "timeout" not in streaming[0], "a stream must not be cut at 90 s"
     for route in table.values():
         if route is streaming[0]:
@@ -78,7 +80,8 @@ def test_non_streamed_work_fits_one_attempt(virtualservice, container) -> None:
     synthesis = max_chars / CHARS_PER_AUDIO_SECOND * RTF_BUDGET
     assert queue + synthesis <= per_try, (
         f"{queue:.0f} s queue + {max_chars} characters (~{synthesis:.0f} s at RTF {RTF_BUDGET}) exceed "
-        f"perTryTimeout {per_try:.0f} s: a slow request would be retried and its work repeated")
+        f"perTryTimeout {per_try:.0f} s: a slow request would be retried and its work repeated"
+    )
 
 
 def test_queue_wait_ends_before_the_mesh_gives_up(virtualservice, container) -> None:
@@ -95,8 +98,10 @@ def test_grace_period_outlasts_the_drain(deployment, container) -> None:
         pytest.skip("the service has no graceful shutdown setting yet (issue 7)")
     drain = effective_setting(container, "graceful_timeout_s")
     assert grace > drain, "Kubernetes would kill the drain"
-    longest_stream = (effective_setting(container, "max_queue_wait_s")
-                      + effective_setting(container, "max_input_chars") / CHARS_PER_AUDIO_SECOND * RTF_BUDGET)
+    longest_stream = (
+        effective_setting(container, "max_queue_wait_s")
+        + effective_setting(container, "max_input_chars") / CHARS_PER_AUDIO_SECOND * RTF_BUDGET
+    )
     assert drain >= longest_stream, f"a {longest_stream:.0f} s stream in flight at SIGTERM would be cut"
     assert grace > 90, "and longer than any non-streamed request can take through the mesh"
 

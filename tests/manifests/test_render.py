@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
 import render
+import yaml
 
 from .conftest import REPO, require_tool
 
@@ -28,8 +27,11 @@ def test_substitution_forms() -> None:
 
 
 def test_disabled_resources_are_left_alone() -> None:
-    doc = {"kind": "Secret", "metadata": {"name": "s", "annotations": {render.SUBSTITUTE_KEY: "disabled"}},
-           "stringData": {"k": "${NOT_A_VAR}"}}
+    doc = {
+        "kind": "Secret",
+        "metadata": {"name": "s", "annotations": {render.SUBSTITUTE_KEY: "disabled"}},
+        "stringData": {"k": "${NOT_A_VAR}"},
+    }
     (out,) = render.apply_substitution([render.Resource(doc, None)], {"APP": "x"})
     assert out.doc["stringData"]["k"] == "${NOT_A_VAR}"
 
@@ -52,17 +54,30 @@ def test_root_kustomization_is_generated_like_flux() -> None:
 
 def test_image_override_uses_kustomize_images() -> None:
     require_tool("kustomize", "KUSTOMIZE")
-    resources = render.render_path("ai-services/kokoro-api", images={
-        "ghcr.io/kokoro-api/kokoro-api": "localhost/kokoro-api:dev"})
+    resources = render.render_path(
+        "ai-services/kokoro-api", images={"ghcr.io/kokoro-api/kokoro-api": "localhost/kokoro-api:dev"}
+    )
     (deployment,) = [r.doc for r in resources if r.kind == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/kokoro-api:dev"
 
 
 def test_cli_prints_one_kind(tmp_path: Path) -> None:
     require_tool("kustomize", "KUSTOMIZE")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "render.py"), "ai-services/kokoro-api",
-                             "--kind", "Deployment", "--skip-secrets"],
-                            capture_output=True, text=True, check=False, cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "render.py"),
+            "ai-services/kokoro-api",
+            "--kind",
+            "Deployment",
+            "--skip-secrets",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs if d] == ["Deployment"]

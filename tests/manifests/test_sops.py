@@ -60,8 +60,15 @@ def _sops(args: list[str], cwd: Path, key_file: Path | None = None) -> subproces
     env.pop("SOPS_AGE_KEY", None)
     if key_file:
         env["SOPS_AGE_KEY_FILE"] = str(key_file)
-    return subprocess.run([require_tool("sops", "SOPS"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        [require_tool("sops", "SOPS"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def _age_key(directory: Path, name: str) -> tuple[Path, str]:
@@ -81,8 +88,13 @@ def test_round_trip_and_rotation_with_a_throwaway_key(tmp_path: Path) -> None:
     (tmp_path / ".sops.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     secret = tmp_path / "kubernetes" / "apps" / "demo" / "secret.sops.yaml"
     secret.parent.mkdir(parents=True)
-    plaintext = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kokoro-api-keys"},
-                 "type": "Opaque", "stringData": {"KOKORO_API_KEYS": "key-one,key-two"}}
+    plaintext = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kokoro-api-keys"},
+        "type": "Opaque",
+        "stringData": {"KOKORO_API_KEYS": "key-one,key-two"},
+    }
     secret.write_text(yaml.safe_dump(plaintext, sort_keys=False))
     relative = str(secret.relative_to(tmp_path))
 
@@ -103,4 +115,6 @@ def test_round_trip_and_rotation_with_a_throwaway_key(tmp_path: Path) -> None:
     result = _sops(["updatekeys", "--yes", relative], tmp_path, first_key)
     assert result.returncode == 0, result.stderr
     assert _sops(["--decrypt", relative], tmp_path, second_key).returncode == 0
-    assert _sops(["--decrypt", relative], tmp_path, first_key).returncode != 0, "the old key must be locked out"
+    assert _sops(["--decrypt", relative], tmp_path, first_key).returncode != 0, (
+        "the old key must be locked out"
+    )

@@ -14,7 +14,7 @@ REQUIRED = {"kubernetes:kubeconform", "flux:apply", "serve", "test", "smoke", "i
 
 def all_tasks() -> dict[str, dict]:
     root = yaml.safe_load((REPO / "Taskfile.yml").read_text())
-    tasks = {name: body for name, body in root["tasks"].items()}
+    tasks = dict(root["tasks"].items())
     for namespace, include in root.get("includes", {}).items():
         path = include if isinstance(include, str) else include["taskfile"]
         for name, body in yaml.safe_load((REPO / path).read_text())["tasks"].items():
@@ -41,7 +41,9 @@ def test_task_lists_everything() -> None:
     binary = tool("task")
     if binary is None:
         pytest.skip("task (go-task-bin) not installed")
-    result = subprocess.run([binary, "--list"], cwd=REPO, capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [binary, "--list"], cwd=REPO, capture_output=True, text=True, check=False, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for name in REQUIRED:
         assert f"* {name}:" in result.stdout, name
@@ -51,6 +53,7 @@ def test_flux_apply_refuses_without_path() -> None:
     binary = tool("task")
     if binary is None:
         pytest.skip("task (go-task-bin) not installed")
-    result = subprocess.run([binary, "flux:apply"], cwd=REPO, capture_output=True, text=True, check=False,
-                            timeout=60)
+    result = subprocess.run(
+        [binary, "flux:apply"], cwd=REPO, capture_output=True, text=True, check=False, timeout=60
+    )
     assert result.returncode != 0 and "path" in result.stderr

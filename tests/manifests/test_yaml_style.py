@@ -19,8 +19,14 @@ MANIFESTS = sorted(p for p in (REPO / "kubernetes").rglob("*.yaml"))
 def tracked_yaml() -> list[str]:
     """The YAML files git tracks (work in progress of others is linted once committed); all if no git."""
     try:
-        listed = subprocess.run(["git", "ls-files", "*.yaml", "*.yml", ".yamllint.yaml"], cwd=REPO,
-                                capture_output=True, text=True, check=True, timeout=60).stdout.split()
+        listed = subprocess.run(
+            ["git", "ls-files", "*.yaml", "*.yml", ".yamllint.yaml"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return ["."]
     return sorted({path for path in listed if (REPO / path).is_file()}) or ["."]
@@ -28,8 +34,14 @@ def tracked_yaml() -> list[str]:
 
 def test_yamllint_is_clean() -> None:
     pytest.importorskip("yamllint")
-    result = subprocess.run([sys.executable, "-m", "yamllint", "--strict", *tracked_yaml()], cwd=REPO,
-                            capture_output=True, text=True, check=False, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "--strict", *tracked_yaml()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
