@@ -17,7 +17,8 @@ def estimate(text: str, speed: float = 1.0) -> float:
 
 
 def speech(client, **body):
-    return client.post("/v1/audio/speech", json={"model": "kokoro", "voice": "af_heart", **body})
+    """A non-streamed request (stream: false), unless the body says otherwise."""
+    return client.post("/v1/audio/speech", json={"model": "kokoro", "voice": "af_heart", "stream": False, **body})
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
@@ -50,12 +51,20 @@ def test_long_input_is_spoken_whole(client):
     sentence = "Every sentence in this long passage is spoken, and none of them may go missing. "
     text = (sentence * 40)[:3000].rsplit(" ", 1)[0] + "."
     assert len(text) >= 2900
-    r = speech(client, input=text, response_format="wav", stream_format="audio")
+    r = speech(client, input=text, response_format="wav", stream=True)
     assert r.status_code == 200
     seconds = len(decode(r.content)[0]) / 24000
     one = len(decode(speech(client, input=sentence, response_format="wav").content)[0]) / 24000
     ratio = seconds / (one * len(text) / len(sentence))
     assert 0.8 <= ratio <= 1.25, (seconds, one)
+
+
+def test_default_is_streamed_and_stream_false_has_length(client):
+    streamed = client.post("/v1/audio/speech", json={"input": "Hello there.", "response_format": "pcm"})
+    whole = speech(client, input="Hello there.", response_format="pcm")
+    assert "content-length" not in streamed.headers and streamed.headers.get("transfer-encoding") == "chunked"
+    assert whole.headers["content-length"] == str(len(whole.content))
+    assert streamed.content == whole.content
 
 
 def test_instructions_are_accepted_and_ignored(client):
@@ -75,7 +84,7 @@ BAD = [
     ({"input": ""}, "InvalidRequest"),
     ({"input": "   \n\t "}, "InvalidRequest"),
     ({"input": "x" * 4097}, "InputTooLong"),
-    ({"input": "x " * 600}, "InputTooLong"),  # over the non-streamed cap
+    ({"input": "x " * 600, "stream": False}, "InputTooLong"),  # over the non-streamed cap
     ({"input": "Hi", "voice": "nobody"}, "InvalidVoice"),
     ({"input": "Hi", "voice": "../../etc/passwd"}, "InvalidVoice"),
     ({"input": "Hi", "model": "gpt-4o-mini-tts"}, "ValidationError"),

@@ -26,11 +26,13 @@ class SpeechRequest(BaseModel):
     instructions: str | None = Field(None, description="Accepted for OpenAI compatibility and ignored.")
     stream_format: Literal["audio", "sse"] | None = Field(
         None,
-        description="'audio': chunked audio as it is synthesized; 'sse': Server-Sent Events "
-        "(speech.audio.delta / speech.audio.done). Unset: one whole file with Content-Length.",
+        description="'audio' (the default): chunked audio as it is synthesized; 'sse': Server-Sent Events "
+        "(speech.audio.delta / speech.audio.done).",
     )
     stream: bool | None = Field(
-        None, description="Kokoro-FastAPI compatibility: true streams audio like stream_format='audio'."
+        None,
+        description="Kokoro-FastAPI compatibility. Default (unset or true): streamed. false: one whole file "
+        "with Content-Length (input limited to KOKORO_MAX_UNSTREAMED_CHARS).",
     )
     lang_code: Literal["a", "b"] | None = Field(
         None, description="Force American ('a') or British ('b') English G2P; default: the voice's accent."
@@ -38,8 +40,7 @@ class SpeechRequest(BaseModel):
 
     @property
     def streamed(self) -> bool:
+        """Streamed unless ``stream: false`` (OpenAI's default stream_format is 'audio'; KFA's stream=true)."""
         if self.stream_format == "sse":
             return True
-        if self.stream is not None:
-            return self.stream
-        return self.stream_format == "audio"
+        return self.stream is not False
