@@ -1,0 +1,119 @@
+"""scripts/smoke_test.py: green against a live server, red (with a clear message) when it is not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import free_port, server_env
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "scripts" / "smoke_test.py"
+
+
+def smoke(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SMOKE), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_passes_against_a_live_server(server, tmp_path):
+    report, junit = tmp_path / "smoke.json", tmp_path / "smoke.xml"
+    proc = smoke("--url", server.url, "--json", str(report), "--junit", str(junit))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    # every check on its own line, with its timing, then the summary table
+    for name in ("readyz", "healthz", "voices", "invalid_request", "streaming", "concurrent:4",
+                 *(f"format:{f}" for f in ("mp3", "opus", "aac", "flac", "wav", "pcm"))):
+        assert any(line.startswith("PASS") and f" {name} " in line and " ms " in line for line in out.splitlines()), (
+            name, out)
+    assert "smoke test PASSED" in out
+    data = json.loads(report.read_text())
+    assert data["passed"] is True and data["url"] == server.url
+    assert all(c["status"] == "pass" for c in data["checks"]) and len(data["checks"]) == 12
+    stream = next(c for c in data["checks"] if c["name"] == "streaming")
+    assert stream["data"]["first_byte_s"] < stream["data"]["total_s"]
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "12" and suite.get("failures") == "0"
+
+
+def test_fails_clearly_against_a_stopped_port(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    report, junit = tmp_path / "smoke.json", tmp_path / "smoke.xml"
+    t0 = time.monotonic()
+    proc = smoke("--url", url, "--json", str(report), "--junit", str(junit), timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "unreachable" in proc.stderr.lower() and url in proc.stderr
+    assert "Connection refused" in proc.stderr
+    assert "smoke test FAILED" in proc.stdout
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["unreachable"]
+    assert data["checks"][0]["status"] == "fail" and all(c["status"] == "skip" for c in data["checks"][1:])
+    assert ET.parse(junit).getroot().get("failures") == "1"
+
+
+def test_fails_against_a_server_with_a_broken_voice_file(tmp_path):
+    """A corrupt voice bundle: the server refuses to start, says why, and the smoke test fails."""
+    broken = tmp_path / "voices.npz"
+    broken.write_bytes(b"PK\x03\x04 this is not a voice bundle" + bytes(64))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kokoro_api.cli", "serve", "--port", str(port)],
+        env=server_env(KOKORO_VOICES_PATH=str(broken)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        proc = smoke("--url", f"http://127.0.0.1:{port}", "--wait-ready", "20", timeout=120)
+        server_out, _ = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode != 0, server_out
+    assert str(broken) in server_out and "Traceback" not in server_out, server_out
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "smoke test FAILED" in proc.stdout
+    assert "unreachable" in proc.stderr.lower()
+
+
+def test_usage_errors():
+    proc = smoke(timeout=30)
+    assert proc.returncode == 2 and "--url" in proc.stderr
+    proc = smoke("--url", "http://127.0.0.1:1", "--formats", "mp3,ogg", timeout=30)
+    assert proc.returncode == 2 and "unknown formats" in proc.stderr
+    proc = smoke("--namespace", "ai-services", timeout=30)
+    assert proc.returncode == 2 and "--service" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------ the script's parts
+@pytest.fixture(scope="module")
+def st():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import smoke_test
+
+    return smoke_test
+
+
+def test_word_error_rate(st):
+    assert st.word_error_rate("The cat sat.", "the cat sat") == 0.0
+    assert st.word_error_rate("the cat sat on the mat", "the cat sat on a mat") == pytest.approx(1 / 6)
+    assert st.word_error_rate("a b", "") == 1.0
+
+
+def test_decode_and_plausibility(st):
+    t = np.arange(24_000 * 3) / 24_000
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
+    rate, channels, samples = st.decode(pcm, "pcm")
+    assert (rate, channels, len(samples)) == (24_000, 1, 72_000)
+    text = "one two three four five six seven eight"
+    st.check_audio(samples, rate, text, "pcm")
+    with pytest.raises(AssertionError, match="silent"):
+        st.check_audio(np.zeros_like(samples), rate, text, "pcm")
+    with pytest.raises(AssertionError, match="implausible"):
+        st.check_audio(samples[:2400], rate, text, "pcm")
