@@ -325,8 +325,12 @@ class Smoke:
 
     def fmt(self, fmt: str):
         def check():
-            r = self.speech(SHORT_TEXT, fmt)
+            r = self.speech(SHORT_TEXT, fmt, stream=False)  # one whole file (the default is streamed)
             assert r.status == 200, f"{fmt}: HTTP {r.status}: {r.body[:300].decode(errors='replace')}"
+            length = r.headers.get("content-length")
+            assert length is not None and int(length) == len(r.body), (
+                f"{fmt}: Content-Length {length!r} for a {len(r.body)}-byte whole-file response"
+            )
             ctype = r.headers.get("content-type", "").split(";")[0].strip().lower()
             assert ctype in CONTENT_TYPES[fmt], f"{fmt}: Content-Type {ctype!r}, expected one of {CONTENT_TYPES[fmt]}"
             rate, channels, samples = decode(r.body, fmt)
@@ -362,6 +366,7 @@ class Smoke:
     def streaming(self):
         r = self.speech(STREAM_TEXT, "pcm", stream_format="audio")
         assert r.status == 200, f"HTTP {r.status}: {r.body[:300].decode(errors='replace')}"
+        assert "content-length" not in r.headers, "a streamed response must not carry a Content-Length"
         rate, _, samples = decode(r.body, "pcm")
         duration, _ = check_audio(samples, rate, STREAM_TEXT, "streamed pcm")
         ratio = r.first_byte_s / r.total_s if r.total_s else 1.0
@@ -379,7 +384,7 @@ class Smoke:
         texts = [f"Request number {i + 1} of {n} arrives at the same time as the others." for i in range(n)]
 
         def one(text: str) -> float:
-            r = self.speech(text, "wav")
+            r = self.speech(text, "wav", stream=False)
             assert r.status == 200, f"HTTP {r.status}: {r.body[:200]!r}"
             rate, _, samples = decode(r.body, "wav")
             check_audio(samples, rate, text, "concurrent wav")
@@ -406,7 +411,7 @@ class Smoke:
         model = WhisperModel(str(whisper_model_dir()), device="cpu", compute_type="int8")
         refs, hyps = [], []
         for sentence in ASR_SENTENCES:
-            r = self.speech(sentence, "wav")
+            r = self.speech(sentence, "wav", stream=False)
             assert r.status == 200, f"HTTP {r.status}"
             with tempfile.NamedTemporaryFile(suffix=".wav") as f:
                 f.write(r.body)
