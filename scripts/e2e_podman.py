@@ -55,12 +55,19 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def podman(*args: str, check: bool = True, capture: bool = False, timeout: float | None = None,
-           **kw) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, check: bool = True, capture: bool = False, timeout: float | None = None, **kw
+) -> subprocess.CompletedProcess:
     cmd = ["podman", "--runtime", "runc", *args]
-    proc = subprocess.run(cmd, env=podman_env(), text=True, timeout=timeout,
-                          stdout=subprocess.PIPE if capture else None,
-                          stderr=subprocess.PIPE if capture else None, **kw)
+    proc = subprocess.run(
+        cmd,
+        env=podman_env(),
+        text=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+        **kw,
+    )
     if check and proc.returncode != 0:
         detail = f"\n{proc.stderr.strip()}" if capture and proc.stderr else ""
         raise RuntimeError(f"`{' '.join(cmd)}` exited {proc.returncode}{detail}")
@@ -87,9 +94,18 @@ def ensure_base_image(force: bool = False) -> None:
 def build_image(tag: str, voices: Path, context: Path, no_cache: bool = False) -> None:
     if not voices.is_file():
         raise SystemExit(f"error: voice bundle {voices} not found (set KOKORO_VOICES_FILE)")
-    args = ["build", "--pull=never", "-f", str(REPO / "image" / "Dockerfile"),
-            "--build-context", f"voices={voices.parent}", "--build-arg", f"VOICES_FILE={voices.name}",
-            "-t", tag]
+    args = [
+        "build",
+        "--pull=never",
+        "-f",
+        str(REPO / "image" / "Dockerfile"),
+        "--build-context",
+        f"voices={voices.parent}",
+        "--build-arg",
+        f"VOICES_FILE={voices.name}",
+        "-t",
+        tag,
+    ]
     # Trust a TLS-intercepting proxy in front of the package index through the host's CA bundle,
     # mounted read-only for RUN steps only (never copied into a layer).
     if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
@@ -126,7 +142,9 @@ def render_deployment(tag: str, host_port: int) -> tuple[dict, list[str]]:
         raise SystemExit(f"error: kustomize images: did not set the image: {app['image']}")
     port = next(p for p in app.get("ports", []) if p.get("containerPort") == CONTAINER_PORT)
     port["hostPort"], port["hostIP"] = host_port, "127.0.0.1"
-    changes.append(f"ports[{port.get('name', CONTAINER_PORT)}]: hostPort {host_port}, hostIP 127.0.0.1 (no Service)")
+    changes.append(
+        f"ports[{port.get('name', CONTAINER_PORT)}]: hostPort {host_port}, hostIP 127.0.0.1 (no Service)"
+    )
     return deployment, changes
 
 
@@ -134,8 +152,14 @@ def wait_ready(url: str, timeout: float, container: str) -> float:
     t0 = time.monotonic()
     last = ""
     while time.monotonic() - t0 < timeout:
-        state = podman("inspect", container, "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                       capture=True, check=False).stdout.strip()
+        state = podman(
+            "inspect",
+            container,
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            capture=True,
+            check=False,
+        ).stdout.strip()
         if state.startswith(("exited", "stopped")):
             logs = podman("logs", "--tail", "40", container, capture=True, check=False)
             raise RuntimeError(f"the container stopped ({state}) before /readyz:\n{logs.stdout}{logs.stderr}")
@@ -159,7 +183,9 @@ def security_checks(container: str, deployment: dict) -> list[str]:
     if uid == "0":
         failures.append("the container runs as root")
     sc = deployment["spec"]["template"]["spec"]["containers"][0].get("securityContext", {})
-    want_uid = sc.get("runAsUser") or deployment["spec"]["template"]["spec"].get("securityContext", {}).get("runAsUser")
+    want_uid = sc.get("runAsUser") or deployment["spec"]["template"]["spec"].get("securityContext", {}).get(
+        "runAsUser"
+    )
     if want_uid is not None and uid != str(want_uid):
         failures.append(f"uid {uid}, the manifest says runAsUser {want_uid}")
     notes.append(f"uid={uid} gid={gid}")
@@ -167,13 +193,22 @@ def security_checks(container: str, deployment: dict) -> list[str]:
     if probe.returncode == 0:
         failures.append("writing to / succeeded: the root filesystem is not read-only")
     else:
-        notes.append(f"write to / refused ({probe.stderr.strip().splitlines()[-1] if probe.stderr else 'error'})")
+        notes.append(
+            f"write to / refused ({probe.stderr.strip().splitlines()[-1] if probe.stderr else 'error'})"
+        )
     for d in ("/tmp", "/tmp/audio"):
         w = podman("exec", container, "sh", "-c", f"touch {d}/.e2e && rm {d}/.e2e", capture=True, check=False)
         if w.returncode != 0:
             failures.append(f"{d} is not writable: {w.stderr.strip()}")
-    status = podman("exec", container, "sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/1/status",
-                    capture=True, check=False).stdout
+    status = podman(
+        "exec",
+        container,
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/1/status",
+        capture=True,
+        check=False,
+    ).stdout
     fields = dict(line.split(":\t", 1) for line in status.strip().splitlines() if ":\t" in line)
     if fields.get("CapEff", "").strip("0\n ") != "":
         failures.append(f"effective capabilities are not empty: {fields.get('CapEff')}")
@@ -181,9 +216,13 @@ def security_checks(container: str, deployment: dict) -> list[str]:
         failures.append("no_new_privs is not set (allowPrivilegeEscalation: false)")
     if fields.get("Seccomp", "").strip() != "2":
         failures.append("no seccomp filter (seccompProfile: RuntimeDefault)")
-    notes.append(f"CapEff={fields.get('CapEff', '?').strip()} NoNewPrivs={fields.get('NoNewPrivs', '?').strip()} "
-                 f"Seccomp={fields.get('Seccomp', '?').strip()}")
-    ro = podman("inspect", container, "--format", "{{.HostConfig.ReadonlyRootfs}}", capture=True).stdout.strip()
+    notes.append(
+        f"CapEff={fields.get('CapEff', '?').strip()} NoNewPrivs={fields.get('NoNewPrivs', '?').strip()} "
+        f"Seccomp={fields.get('Seccomp', '?').strip()}"
+    )
+    ro = podman(
+        "inspect", container, "--format", "{{.HostConfig.ReadonlyRootfs}}", capture=True
+    ).stdout.strip()
     if ro != "true":
         failures.append(f"HostConfig.ReadonlyRootfs is {ro}")
     for n in notes:
@@ -213,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-build", action="store_true", help="use the existing --tag image")
     p.add_argument("--no-cache", action="store_true", help="build without podman's layer cache")
     p.add_argument("--force-base", action="store_true", help="recreate the debootstrapped base image")
-    p.add_argument("--ready-timeout", type=float, default=600, help="seconds to wait for /readyz (default 600)")
+    p.add_argument(
+        "--ready-timeout", type=float, default=600, help="seconds to wait for /readyz (default 600)"
+    )
     p.add_argument("--smoke-args", default="", help="extra arguments for scripts/smoke_test.py")
     p.add_argument("--report", type=Path, help="write a JSON report (timings, size, smoke results)")
     p.add_argument("--junit", type=Path, help="JUnit XML of the smoke test")
@@ -257,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         report["image_size_bytes"] = size
         log(f"image {args.tag}: {size / 1e6:.0f} MB uncompressed (budget {SIZE_BUDGET / 1e6:.0f} MB)")
 
-        log(f"rendered Deployment {deployment['metadata']['name']} ({deployment['metadata'].get('namespace')}); "
-            f"adapted for podman: {'; '.join(changes)}")
+        log(
+            f"rendered Deployment {deployment['metadata']['name']} "
+            f"({deployment['metadata'].get('namespace')}); adapted for podman: {'; '.join(changes)}"
+        )
         t0 = time.monotonic()
         kube_down(kube_yaml)  # a pod left over from an interrupted run
         played = True
@@ -278,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.monotonic()
         smoke_json = work / "smoke.json"
-        cmd = [sys.executable, str(REPO / "scripts" / "smoke_test.py"), "--url", url, "--json", str(smoke_json)]
+        cmd = [
+            sys.executable,
+            str(REPO / "scripts" / "smoke_test.py"),
+            "--url",
+            url,
+            "--json",
+            str(smoke_json),
+        ]
         if args.junit:
             cmd += ["--junit", str(args.junit)]
         cmd += args.smoke_args.split()

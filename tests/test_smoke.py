@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,9 @@ SMOKE = ROOT / "scripts" / "smoke_test.py"
 
 
 def smoke(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SMOKE), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SMOKE), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_passes_against_a_live_server(server, tmp_path):
@@ -28,10 +30,18 @@ def test_passes_against_a_live_server(server, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     # every check on its own line, with its timing, then the summary table
-    for name in ("readyz", "healthz", "voices", "invalid_request", "streaming", "concurrent:4",
-                 *(f"format:{f}" for f in ("mp3", "opus", "aac", "flac", "wav", "pcm"))):
-        assert any(line.startswith("PASS") and f" {name} " in line and " ms " in line for line in out.splitlines()), (
-            name, out)
+    for name in (
+        "readyz",
+        "healthz",
+        "voices",
+        "invalid_request",
+        "streaming",
+        "concurrent:4",
+        *(f"format:{f}" for f in ("mp3", "opus", "aac", "flac", "wav", "pcm")),
+    ):
+        assert any(
+            line.startswith("PASS") and f" {name} " in line and " ms " in line for line in out.splitlines()
+        ), (name, out)
     assert "smoke test PASSED" in out
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["url"] == server.url
@@ -66,7 +76,9 @@ def test_fails_against_a_server_with_a_broken_voice_file(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "kokoro_api.cli", "serve", "--port", str(port)],
         env=server_env(KOKORO_VOICES_PATH=str(broken)),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         proc = smoke("--url", f"http://127.0.0.1:{port}", "--wait-ready", "20", timeout=120)
@@ -117,3 +129,93 @@ def test_decode_and_plausibility(st):
         st.check_audio(np.zeros_like(samples), rate, text, "pcm")
     with pytest.raises(AssertionError, match="implausible"):
         st.check_audio(samples[:2400], rate, text, "pcm")
+
+
+# ------------------------------------------------------------------------------ --namespace / --service
+FAKE_KUBECTL = r'''#!/usr/bin/env python3
+"""Stands in for `kubectl -n NS port-forward svc/NAME LOCAL:PORT`: forwards LOCAL to $FAKE_TARGET_PORT."""
+import os, socket, sys, threading
+args = sys.argv[1:]
+ns = args[args.index("-n") + 1]
+i = args.index("port-forward")
+svc, ports = args[i + 1], args[i + 2]
+if svc != "svc/" + os.environ["FAKE_SERVICE"] or ns != os.environ["FAKE_NAMESPACE"]:
+    print(f'Error from server (NotFound): services "{svc[4:]}" not found', file=sys.stderr)
+    sys.exit(1)
+local, remote = ports.split(":")
+assert remote == "8000", remote
+target = int(os.environ["FAKE_TARGET_PORT"])
+srv = socket.create_server(("127.0.0.1", int(local)))
+print(f"Forwarding from 127.0.0.1:{local} -> 8880", flush=True)
+
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+while True:
+    client, _ = srv.accept()
+    upstream = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+'''
+
+
+def fake_kubectl_env(tmp_path: Path, target_port: int) -> dict[str, str]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    kubectl = bindir / "kubectl"
+    kubectl.write_text(FAKE_KUBECTL.replace("/usr/bin/env python3", sys.executable, 1))
+    kubectl.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_SERVICE": "kokoro-api",
+        "FAKE_NAMESPACE": "ai-services",
+        "FAKE_TARGET_PORT": str(target_port),
+    }
+
+
+def test_goes_through_kubectl_port_forward(server, tmp_path):
+    env = fake_kubectl_env(tmp_path, int(server.url.rsplit(":", 1)[1]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SMOKE),
+            "--namespace",
+            "ai-services",
+            "--service",
+            "kokoro-api",
+            "--formats",
+            "wav",
+            "--concurrency",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "smoke test PASSED" in proc.stdout and "against http://127.0.0.1:" in proc.stdout
+
+
+def test_port_forward_failure_is_reported(tmp_path):
+    env = fake_kubectl_env(tmp_path, 9)
+    proc = subprocess.run(
+        [sys.executable, str(SMOKE), "--namespace", "ai-services", "--service", "no-such-service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert "kubectl port-forward did not start" in proc.stderr and "NotFound" in proc.stderr

@@ -1,5 +1,6 @@
 """Fast, static checks of the image's files (no podman needed): the Dockerfile agrees with the rendered
-Deployment, nothing secret or large enters the image or the repository, the forge workflow is pinned and lints.
+Deployment, nothing secret or large enters the image or the repository, the forge workflow is pinned and
+lints.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def test_stages_base_user_port_entrypoint():
     args = dict(re.match(r"(\w+)=?(.*)", rest).groups() for word, rest in ins if word == "ARG")
     assert args["BASE_IMAGE"] == "debian:bookworm-slim"
     assert all(f.startswith("${BASE_IMAGE}") for f in froms)
-    runtime = ins[[i for i, (w, _) in enumerate(ins) if w == "FROM"][1]:]
+    runtime = ins[[i for i, (w, _) in enumerate(ins) if w == "FROM"][1] :]
     assert ("USER", "10001:10001") in runtime
     assert ("EXPOSE", "8880") in runtime
     entry = [json.loads(rest) for word, rest in runtime if word == "ENTRYPOINT"]
@@ -127,7 +128,11 @@ def test_workflow_is_pinned_and_minimal():
 
 
 def actionlint() -> str | None:
-    for c in (os.environ.get("ACTIONLINT"), shutil.which("actionlint"), str(Path.home() / "go" / "bin" / "actionlint")):
+    for c in (
+        os.environ.get("ACTIONLINT"),
+        shutil.which("actionlint"),
+        str(Path.home() / "go" / "bin" / "actionlint"),
+    ):
         if c and Path(c).is_file():
             return c
     return None

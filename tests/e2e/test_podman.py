@@ -24,7 +24,11 @@ pytestmark = pytest.mark.e2e
 
 
 def _required() -> bool:
-    return os.environ.get("KOKORO_REQUIRE_E2E") == "1" or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return os.environ.get("KOKORO_REQUIRE_E2E") == "1" or os.environ.get("CI", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,8 @@ def test_image_runs_the_rendered_deployment(podman_available, tmp_path):
     report_path, junit = tmp_path / "e2e.json", tmp_path / "smoke.xml"
     proc = subprocess.run(
         [sys.executable, str(E2E), "--report", str(report_path), "--junit", str(junit)],
-        cwd=ROOT, timeout=1750,
+        cwd=ROOT,
+        timeout=1750,
     )
     report = json.loads(report_path.read_text())
     print(json.dumps({k: v for k, v in report.items() if k != "smoke"}, indent=2))
@@ -56,8 +61,12 @@ def test_image_runs_the_rendered_deployment(podman_available, tmp_path):
     assert "uid=10001" in security and "write to / refused" in security
     # torn down: no pod of the Deployment is left
     assert "kube_down" in report["steps"]
-    left = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}"], capture_output=True, text=True,
-                          env={**os.environ, "CONTAINERS_CONF": str(ROOT / "image" / "containers.conf")})
+    left = subprocess.run(
+        ["podman", "pod", "ps", "--format", "{{.Name}}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CONTAINERS_CONF": str(ROOT / "image" / "containers.conf")},
+    )
     assert "kokoro-api-pod" not in left.stdout
     assert report["image_size_bytes"] <= SIZE_BUDGET, f"image is {report['image_size_bytes'] / 1e6:.0f} MB"
     assert report["total_s"] < 1800
