@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .admission import Admission
-from .api import health, models, speech, voices
+from .api import download, health, models, native, speech, voices
 from .config import Settings
 from .errors import StartupError, install_error_handlers
 from .limits import BodySizeLimit
 from .runtime import WARMUP_TEXT, Runtime
+from .storage import AudioStore
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,31 @@ async def _load(app: FastAPI) -> None:
         log.exception("start-up failed")
 
 
+async def _clean_audio(store: AudioStore) -> None:
+    """Delete expired download files now and then (the age cap of KOKORO_AUDIO_MAX_AGE_S)."""
+    while True:
+        try:
+            await asyncio.to_thread(store.cleanup)
+        except Exception:
+            log.exception("download cleanup failed")
+        await asyncio.sleep(store.cleanup_interval_s)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.runtime = Runtime(settings)
     app.state.admission = Admission(settings.workers, settings.max_queue, settings.max_queue_wait_s)
+    app.state.audio_store = AudioStore(
+        settings.audio_dir, int(settings.audio_dir_max_mb * 1024 * 1024), settings.audio_max_age_s
+    )
     loader = asyncio.create_task(_load(app))
+    cleaner = asyncio.create_task(_clean_audio(app.state.audio_store))
     try:
         yield
     finally:
         loader.cancel()
+        cleaner.cancel()
         app.state.runtime.close()
 
 
@@ -62,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for router in (health.router, models.router, voices.router, speech.router):
+    routers = (health.router, models.router, voices.router, speech.router, native.router, download.router)
+    for router in routers:
         app.include_router(router)
     try:
         from .api.web import mount_web

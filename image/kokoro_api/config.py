@@ -72,7 +72,34 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes (413 above).")
     max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
+    max_batch_chars: int = Field(
+        20_000, ge=1, le=1_000_000,
+        description="Most characters (all items together) in one /synthesize/batch, so that a batch, which "
+        "answers only when every item is done, stays within the mesh's timeout.",
+    )
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+
+    # --- files: download links and saved voice mixes
+    audio_dir: Path = Field(
+        Path("/tmp/audio"),
+        description="Where audio for download links (`return_download_link: true`) is written; served at "
+        "GET /v1/download/{name}. Created at start-up.",
+    )
+    audio_dir_max_mb: float = Field(
+        512.0, gt=0,
+        description="Cap on the audio directory's total size (MB). The oldest files are evicted to make "
+        "room; a file that cannot fit even then is a 507 InsufficientStorage. Keep the volume's sizeLimit "
+        "above it.",
+    )
+    audio_max_age_s: float = Field(
+        3600.0, gt=0,
+        description="Download files older than this are deleted (a cleanup pass runs periodically).",
+    )
+    voices_dir: Path | None = Field(
+        None,
+        description="Directory for saved voice mixes (POST /v1/audio/voices), kept in saved_voices.json "
+        "there. Unset: saved mixes live in memory only and are lost on restart.",
+    )
 
     graceful_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."

@@ -53,6 +53,7 @@ class Runtime:
         """Blocking: load everything (call from a thread). Raises StartupError with a clear message."""
         t0 = time.perf_counter()
         voices = VoiceStore(load_bundle(self.settings.voices_path))
+        voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
         self.model_path = prepared_model(self.settings)
         pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
         self.synthesizer = Synthesizer(pool, Phonemizer(), voices)

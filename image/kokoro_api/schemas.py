@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,11 @@ class SpeechRequest(BaseModel):
     lang_code: Literal["a", "b"] | None = Field(
         None, description="Force American ('a') or British ('b') English G2P; default: the voice's accent."
     )
+    return_download_link: bool = Field(
+        False,
+        description="Also keep the audio for a while and return its path in the X-Download-Path header "
+        "(GET it from /v1/download/{name}).",
+    )
 
     @property
     def streamed(self) -> bool:
@@ -44,3 +49,58 @@ class SpeechRequest(BaseModel):
         if self.stream_format == "sse":
             return True
         return self.stream is not False
+
+
+LANGUAGES = {"en": None, "en-us": False, "en-gb": True}  # language -> british G2P (None: the voice's accent)
+RATE_MIN, RATE_MAX = 0.5, 2.0
+NativeFormat = Literal["mp3", "wav", "ogg"]
+
+
+class SynthesizeRequest(BaseModel):
+    """`POST /synthesize` (the deployment plan's data model); also one item of a batch."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    text: str = Field(..., description="Text to speak (same limits as `input` on /v1/audio/speech).")
+    voice_id: str | None = Field(
+        None, description="Voice id, saved mix name or weighted mix 'af_bella(2)+af_sky(1)'. "
+        "Default: KOKORO_DEFAULT_VOICE."
+    )
+    language: str = Field(
+        "en",
+        description="'en' (the voice's accent), 'en-us' or 'en-gb'. Others: 400 UnsupportedLanguage; a "
+        "voice of the other accent: 400 InvalidVoice.",
+    )
+    speaking_rate: float = Field(1.0, ge=RATE_MIN, le=RATE_MAX, description="Speaking rate, 0.5-2.0.")
+    output_format: NativeFormat = Field("mp3", description="mp3, wav, or ogg (Opus in Ogg).")
+    return_download_link: bool = Field(
+        False, description="Also keep the audio for download: X-Download-Path header / download_url field."
+    )
+
+
+class BatchRequest(BaseModel):
+    """`POST /synthesize/batch`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    items: list[Any] = Field(
+        ..., description="1..KOKORO_MAX_BATCH_ITEMS SynthesizeRequest objects. Every item is validated "
+        "before anything is synthesized; any bad item makes the whole batch a 400 listing each bad item."
+    )
+    concatenate: bool = Field(
+        False,
+        description="true: one audio file (the items in order; all items must share output_format). "
+        "false: a JSON array with each item's audio (base64) and metadata.",
+    )
+    return_download_link: bool = Field(
+        False, description="With concatenate=true: keep the joined file for download (X-Download-Path)."
+    )
+
+
+class SaveVoiceRequest(BaseModel):
+    """`POST /v1/audio/voices`: save a mix of built-in voices under a name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="1-64 of A-Z a-z 0-9 _ -; not a built-in voice id.")
+    mix: str = Field(..., description="A mix of built-in voices, e.g. 'af_bella(2)+af_sky(1)'.")

@@ -20,6 +20,12 @@ from .text.g2p import Phonemizer, vocab
 from .voices import VoiceStore
 
 FADE_SAMPLES = 120  # 5 ms fade at every chunk edge: no clicks at joins
+# The model pads every chunk with ~0.35 s of silence before and ~0.45 s after the speech; left as is, each
+# chunk join is a ~0.8 s gap (and a streamed text, cut into more chunks, runs longer than the whole one).
+# Trim the edges down to these margins; the chunker's pauses then set the gap between chunks.
+EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
+KEEP_LEAD = int(0.05 * SAMPLE_RATE)
+KEEP_TRAIL = int(0.20 * SAMPLE_RATE)
 SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
 
 
@@ -50,6 +56,18 @@ def _fade(audio: np.ndarray) -> np.ndarray:
         audio[:n] *= ramp
         audio[-n:] *= ramp[::-1]
     return audio
+
+
+def _edges(audio: np.ndarray, durations: np.ndarray | None) -> tuple[int, int]:
+    """Samples of edge silence to cut: never into speech, never past the predicted leading pad."""
+    loud = np.flatnonzero(np.abs(audio) > EDGE_THRESHOLD)
+    if not len(loud):
+        return 0, 0
+    lead = max(0, int(loud[0]) - KEEP_LEAD)
+    if durations is not None and len(durations) > 2 and durations.sum() > 0:
+        lead = min(lead, int(durations[0] * len(audio) / durations.sum()))
+    trail = max(0, len(audio) - 1 - int(loud[-1]) - KEEP_TRAIL)
+    return lead, trail
 
 
 def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> list[WordTime]:
@@ -98,8 +116,13 @@ class Synthesizer:
         if not ids:
             return Segment(pause, word_times(chunk, None, 0), 0)
         result = self.pool.run(ids, style[len(ids) - 1], speed, run_options)
-        audio = _fade(result.audio.copy())
-        words = word_times(chunk, result.durations, len(audio))
+        lead, trail = _edges(result.audio, result.durations)
+        words = word_times(chunk, result.durations, len(result.audio))
+        audio = _fade(result.audio[lead : len(result.audio) - trail].copy())
+        if lead or trail:
+            cut, end = lead / SAMPLE_RATE, len(audio) / SAMPLE_RATE
+            words = [WordTime(w.word, min(max(w.start - cut, 0.0), end), min(max(w.end - cut, 0.0), end))
+                     for w in words]
         return Segment(np.concatenate([audio, pause]), words, len(ids))
 
     async def segments(

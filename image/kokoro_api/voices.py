@@ -7,6 +7,9 @@ Names are matched only against loaded voices, so no request can reach the file s
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidVoice, StartupError
+from .errors import InsufficientStorage, InvalidVoice, StartupError
 
 VOICE_SHAPE = (510, 1, 256)
 _NAME = r"[A-Za-z0-9_\-]{1,64}"
@@ -23,6 +26,10 @@ _TERM = re.compile(rf"^\s*({_NAME})\s*(?:\(\s*([^()]*?)\s*\))?\s*$")
 _ACCENTS = {"a": "en-us", "b": "en-gb"}
 _GENDERS = {"f": "female", "m": "male"}
 MIX_CACHE_SIZE = 64
+SAVED_FILE = "saved_voices.json"
+MAX_SAVED = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,7 @@ class VoiceStore:
     def __init__(self, voices: dict[str, np.ndarray]) -> None:
         self._voices = voices
         self._saved: dict[str, str] = {}
+        self._dir: Path | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -126,6 +134,95 @@ class VoiceStore:
         with self._lock:
             self._saved = dict(mixes)
             self._cache.clear()
+
+    # --- saved named mixes (POST/DELETE /v1/audio/voices), persisted in <dir>/saved_voices.json
+
+    def attach(self, directory: Path | None) -> None:
+        """Persist saved mixes under ``directory`` (None: memory only) and load what is there."""
+        self._dir = Path(directory) if directory else None
+        if self._dir is None:
+            return
+        path = self._dir / SAVED_FILE
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"Saved voices file {path} cannot be read: {exc}") from None
+        mixes = {}
+        for name, mix in (data.get("voices") or {}).items():
+            try:
+                self._check_saved(name, mix)
+            except InvalidVoice as exc:  # e.g. the bundle no longer has a voice it used
+                log.warning("saved voice %r skipped: %s", name, exc.message)
+                continue
+            mixes[name] = mix
+        self.set_saved(mixes)
+
+    def _check_saved(self, name: str, mix: str) -> None:
+        if not isinstance(name, str) or not re.fullmatch(_NAME, name):
+            raise InvalidVoice(
+                f"Invalid voice name {str(name)[:80]!r}: use 1-64 characters from A-Z a-z 0-9 _ -.",
+                {"field": "name"},
+            )
+        if name in self._voices:
+            raise InvalidVoice(
+                f"{name!r} is a built-in voice and cannot be replaced.", {"field": "name", "name": name}
+            )
+        if not isinstance(mix, str):
+            raise InvalidVoice("The mix must be a string like 'af_bella(2)+af_sky(1)'.", {"field": "mix"})
+        for term, _ in parse_mix(mix):
+            if term not in self._voices:
+                raise InvalidVoice(
+                    f"Unknown voice {term!r} in the mix: a saved mix combines built-in voices only "
+                    "(listed at GET /v1/audio/voices).",
+                    {"field": "mix", "voice": mix, "unknown": term},
+                )
+
+    def save_mix(self, name: str, mix: str) -> bool:
+        """Save (or replace) a named mix; returns True if it was new. Raises InvalidVoice."""
+        mix = mix.strip()
+        self._check_saved(name, mix)
+        with self._lock:
+            created = name not in self._saved
+            if created and len(self._saved) >= MAX_SAVED:
+                raise InvalidVoice(f"At most {MAX_SAVED} saved voices; delete some first.", {"field": "name"})
+            mixes = {**self._saved, name: mix}
+            self._persist(mixes)
+            self._saved = mixes
+            self._cache.clear()
+        return created
+
+    def delete_mix(self, name: str) -> bool:
+        """Delete a saved mix; False if there is none of that name. Built-ins raise InvalidVoice."""
+        if name in self._voices:
+            raise InvalidVoice(f"{name!r} is a built-in voice and cannot be deleted.", {"name": name})
+        with self._lock:
+            if name not in self._saved:
+                return False
+            mixes = {k: v for k, v in self._saved.items() if k != name}
+            self._persist(mixes)
+            self._saved = mixes
+            self._cache.clear()
+        return True
+
+    def _persist(self, mixes: dict[str, str]) -> None:
+        if self._dir is None:
+            return
+        path = self._dir / SAVED_FILE
+        tmp = self._dir / f".{SAVED_FILE}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"version": 1, "voices": mixes}, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InsufficientStorage(f"Saved voices could not be written: {exc.strerror or exc}") from None
 
     def infos(self) -> list[VoiceInfo]:
         return [describe(v) for v in self.builtin_ids]
@@ -154,6 +251,9 @@ class VoiceStore:
 
     def style(self, spec: str) -> np.ndarray:
         """The (510, 1, 256) style array for a voice id or mix."""
+        saved = self._saved.get(spec.strip()) if spec else None
+        if saved is not None:  # a saved name is exactly its mix (same array as the inline mix)
+            return self.style(saved)
         with self._lock:
             hit = self._cache.get(spec)
             if hit is not None:

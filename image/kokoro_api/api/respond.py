@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,9 +18,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ..admission import Admission, Lease
 from ..audio.encode import EXTENSIONS, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
 from ..config import Settings
-from ..errors import InputTooLong, InvalidRequest
+from ..errors import APIError, InputTooLong, InvalidRequest
 from ..runtime import Runtime
+from ..storage import AudioStore, new_name, url_for
 from ..synthesis import Segment
+
+log = logging.getLogger(__name__)
 
 AUDIO_RESPONSES = {
     200: {"content": {m: {} for m in sorted(set(MEDIA_TYPES.values()))}, "description": "Audio"},
@@ -116,17 +120,63 @@ async def _sse(chunks: AsyncIterator[bytes], job: SynthesisJob) -> AsyncIterator
     yield f"data: {json.dumps({'type': 'speech.audio.done', 'usage': usage})}\n\n".encode()
 
 
-async def audio_response(job: SynthesisJob, admission: Admission, sse: bool = False) -> Response:
-    headers = {"Content-Disposition": f'inline; filename="{job.filename}"'}
+async def render_all(jobs: list[SynthesisJob], admission: Admission) -> list[Segment]:
+    """Whole, non-streamed syntheses, in order, under one worker slot (a batch never 503s halfway)."""
+    lease = await admission.acquire()
+    try:
+        segs = [await job.whole() for job in jobs]
+    finally:
+        lease.release()
+    return segs
+
+
+async def encoded(audio, fmt: str) -> bytes:
+    body = await _encode(audio, fmt)
+    return body
+
+
+async def render(job: SynthesisJob, admission: Admission) -> tuple[Segment, bytes]:
+    """A whole, non-streamed synthesis: hold a worker slot, synthesize, encode."""
+    (seg,) = await render_all([job], admission)
+    return seg, await encoded(seg.audio, job.fmt)
+
+
+async def keep_for_download(store: AudioStore, body: bytes, fmt: str) -> str:
+    """Store the audio for a download link; returns its path (/v1/download/<name>). 507 when it can't fit."""
+    return url_for(await asyncio.to_thread(store.save, body, fmt))
+
+
+async def _tee_to_store(
+    stream: AsyncIterator[bytes], store: AudioStore, fmt: str, name: str
+) -> AsyncIterator[bytes]:
+    """Pass a stream through and store the whole of it once complete (nothing is stored if cut short)."""
+    parts = []
+    async for data in stream:
+        parts.append(data)
+        yield data
+    try:
+        await asyncio.to_thread(store.save, b"".join(parts), fmt, name)
+    except APIError as exc:  # the response is already sent; the link will 404
+        log.warning("streamed audio not kept for download: %s", exc.message)
+
+
+def audio_headers(job: SynthesisJob) -> dict[str, str]:
+    return {"Content-Disposition": f'inline; filename="{job.filename}"'}
+
+
+async def audio_response(
+    job: SynthesisJob, admission: Admission, sse: bool = False, store: AudioStore | None = None
+) -> Response:
+    """The audio as one file, a chunked stream or SSE; with ``store``, also kept for a download link."""
+    headers = audio_headers(job)
     if not job.streamed:
-        lease = await admission.acquire()
-        try:
-            seg = await job.whole()
-        finally:
-            lease.release()
-        body = await _encode(seg.audio, job.fmt)
+        seg, body = await render(job, admission)
         headers["X-Audio-Duration"] = f"{seg.seconds:.3f}"
+        if store is not None:
+            headers["X-Download-Path"] = await keep_for_download(store, body, job.fmt)
         return Response(body, media_type=MEDIA_TYPES[job.fmt], headers=headers)
+    if store is not None:
+        store.check()  # an unusable directory is a 507 before any audio is sent
     lease = await admission.acquire()
     stream = _stream_bytes(job, lease)
     try:
@@ -134,19 +184,20 @@ async def audio_response(job: SynthesisJob, admission: Admission, sse: bool = Fa
     except BaseException:
         lease.release()
         raise
+    if store is not None:  # the link is announced up front; the file appears when the stream completes
+        name = new_name(job.fmt)
+        stream = _tee_to_store(stream, store, job.fmt, name)
+        headers["X-Download-Path"] = url_for(name)
     if sse:
-        return StreamingResponse(_sse(stream, job), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        sse_headers = {"Cache-Control": "no-cache"}
+        if "X-Download-Path" in headers:
+            sse_headers["X-Download-Path"] = headers["X-Download-Path"]
+        return StreamingResponse(_sse(stream, job), media_type="text/event-stream", headers=sse_headers)
     return StreamingResponse(stream, media_type=MEDIA_TYPES[job.fmt], headers=headers)
 
 
 async def timestamps_response(job: SynthesisJob, admission: Admission) -> JSONResponse:
-    lease = await admission.acquire()
-    try:
-        seg = await job.whole()
-    finally:
-        lease.release()
-    body = await _encode(seg.audio, job.fmt)
+    seg, body = await render(job, admission)
     return JSONResponse({
         "audio": base64.b64encode(body).decode(),
         "format": job.fmt,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from ..schemas import SpeechRequest
+from .download import audio_store
 from .deps import AdmissionDep, RuntimeDep, SettingsDep
 from .respond import AUDIO_RESPONSES, SynthesisJob, audio_response, timestamps_response
 
@@ -20,9 +21,12 @@ def _job(body: SpeechRequest, rt, settings, *, streamed: bool) -> SynthesisJob:
 
 
 @router.post("/v1/audio/speech", summary="Text to speech (OpenAI-compatible)", responses=AUDIO_RESPONSES)
-async def create_speech(body: SpeechRequest, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep) -> Response:
+async def create_speech(
+    body: SpeechRequest, request: Request, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep
+) -> Response:
     job = _job(body, rt, settings, streamed=body.streamed)
-    return await audio_response(job, admission, sse=body.stream_format == "sse")
+    store = audio_store(request) if body.return_download_link else None
+    return await audio_response(job, admission, sse=body.stream_format == "sse", store=store)
 
 
 @router.post(
