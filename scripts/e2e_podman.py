@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End to end without a cluster: base image -> podman build -> the rendered Deployment under
-`podman kube play` -> /readyz -> smoke test -> security checks -> `podman kube down`.
+`podman kube play` -> /readyz -> security checks -> smoke test -> `podman kube down`; then one synthesis in
+the image with networking disabled (`--network none`: nothing is fetched at run time).
 
     scripts/e2e_podman.py                        # everything, with defaults
     scripts/e2e_podman.py --skip-build           # reuse localhost/kokoro-api:e2e
@@ -232,6 +233,23 @@ def security_checks(container: str, deployment: dict) -> list[str]:
     return notes
 
 
+def offline_check(tag: str) -> str:
+    """The image needs no network at run time: synthesize with networking disabled altogether."""
+    script = (
+        'kokoro-api say "This runs without any network." -o /tmp/offline.wav && python -c '
+        "\"import soundfile as sf; d, r = sf.read('/tmp/offline.wav'); print(round(len(d) / r, 2))\""
+    )
+    flags = "--rm --network none --read-only --user 10001:10001 --cap-drop ALL --entrypoint sh".split()
+    flags += ["--tmpfs", "/tmp:rw,size=1g,mode=1777"]
+    proc = podman("run", *flags, tag, "-c", script, capture=True, check=False, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"synthesis with --network none failed:\n{proc.stdout}{proc.stderr[-2000:]}")
+    seconds = float(proc.stdout.strip().splitlines()[-1])
+    if not 1.0 <= seconds <= 6.0:
+        raise RuntimeError(f"synthesis with --network none gave {seconds}s of audio")
+    return f"--network none: {seconds}s of speech"
+
+
 def container_name(deployment: dict) -> str:
     """podman kube play names a Deployment's container <deployment>-pod-0-<container>."""
     name = deployment["metadata"]["name"]
@@ -340,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
             logs = podman("logs", "--tail", "60", container, capture=True, check=False)
             print(f"--- last container log lines ---\n{logs.stdout}{logs.stderr}", flush=True)
             raise RuntimeError(f"smoke test failed (exit {smoke.returncode})")
+        t0 = time.monotonic()
+        report["offline"] = offline_check(args.tag)
+        log(f"  offline: {report['offline']}")
+        step("offline_check", t0)
         rc = 0
     except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         log(f"FAILED: {e}")

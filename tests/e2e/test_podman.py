@@ -1,5 +1,6 @@
 """End to end with podman: base image -> podman build -> `podman kube play` of the rendered Deployment ->
-/readyz -> smoke test green -> non-root, read-only root filesystem -> `podman kube down`.
+/readyz -> non-root, read-only root filesystem -> smoke test green -> `podman kube down` -> a synthesis with
+`--network none`.
 
 Marked `e2e` (slow: a cold build takes ~6-10 min on 2 cores). Skipped only when podman is not installed, and
 never then in CI: with CI set or KOKORO_REQUIRE_E2E=1 a missing podman is a failure.
@@ -59,6 +60,8 @@ def test_image_runs_the_rendered_deployment(podman_available, tmp_path):
     # non-root, read-only root filesystem, capabilities dropped (see security_checks in the script)
     security = " ".join(report["security"])
     assert "uid=10001" in security and "write to / refused" in security
+    # nothing is fetched at run time: the image synthesizes with networking disabled
+    assert report["offline"].startswith("--network none:")
     # torn down: no pod of the Deployment is left
     assert "kube_down" in report["steps"]
     left = subprocess.run(
