@@ -157,5 +157,5 @@ def test_disconnect_mid_stream_frees_the_worker(tmp_path):
             r = http.post("/v1/audio/speech", json=short)
             t_next = time.perf_counter() - t0
         assert r.status_code == 200, r.text
-        assert t_next < max(4 * t_short, 1.5), (t_next, t_short)
+        assert t_next < max(5 * t_short, 3.0), (t_next, t_short)  # slack for a loaded CI machine
         assert t_next < 0.1 * t_long_estimate, (t_next, t_long_estimate)
