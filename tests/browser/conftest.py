@@ -8,6 +8,7 @@ running instead (handy while working on the page).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -72,18 +73,16 @@ def _wait_ready(base: str, proc: subprocess.Popen | None, log: Path) -> None:
     raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f} s ({last}):\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def server_url(tmp_path_factory):
-    existing = os.environ.get("KOKORO_STUDIO_URL")
-    if existing:
-        yield existing.rstrip("/")
-        return
+@contextlib.contextmanager
+def _serve(tmp_dir: Path, **extra_env: str):
+    """Run ``kokoro-api serve`` on a free 127.0.0.1 port until the block ends; yields its base URL."""
     voices = _voices_path()
     if voices is None:
         pytest.skip("no voice bundle (set KOKORO_VOICES_PATH)")
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "kokoro-api.log"
+    log = tmp_dir / "kokoro-api.log"
     env = dict(os.environ, KOKORO_VOICES_PATH=voices, KOKORO_HOST="127.0.0.1", KOKORO_PORT=str(port))
+    env.update(extra_env)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             _serve_command(port), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -100,6 +99,33 @@ def server_url(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory):
+    existing = os.environ.get("KOKORO_STUDIO_URL")
+    if existing:
+        yield existing.rstrip("/")
+        return
+    with _serve(tmp_path_factory.mktemp("server")) as base:
+        yield base
+
+
+API_KEY = "studio-test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url(tmp_path_factory):
+    """A second server that requires ``Authorization: Bearer API_KEY`` on /v1/*."""
+    if os.environ.get("KOKORO_STUDIO_URL"):
+        pytest.skip("KOKORO_STUDIO_URL points at a running server")
+    with _serve(tmp_path_factory.mktemp("keyed-server"), KOKORO_API_KEYS=API_KEY, KOKORO_WORKERS="1") as base:
+        yield base
 
 
 class Browser:

@@ -275,3 +275,21 @@ def test_controls_are_labelled(browser, server_url):
         """
     )
     assert unlabelled == []
+
+
+def test_api_key_is_asked_for_and_used(browser, keyed_server_url, api_key):
+    driver = browser.driver
+    driver.get(f"{keyed_server_url}/web/")
+    _wait(driver, lambda d: _error_text(d), 30, "the missing-key message")
+    assert "API key" in _error_text(driver) and "401" in _error_text(driver)
+    assert _by_id(driver, "api-key-box").get_attribute("open") is not None
+    key = _by_id(driver, "api-key")
+    key.send_keys(api_key, "\n")
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), 30, "voices")
+    assert not _error_text(driver)
+    _set_script(driver, "Keyed.")
+    _by_id(driver, "generate").click()
+    _wait(driver, lambda d: _by_id(d, "waveform").get_attribute("data-drawn") == "true"
+          and d.execute_script("return !document.getElementById('generate').disabled"), 120, "a generation")
+    assert not _error_text(driver), _error_text(driver)
+    driver.execute_script("localStorage.removeItem('kokoro-studio-api-key')")

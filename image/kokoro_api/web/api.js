@@ -11,6 +11,26 @@ export const DEFAULT_LIMITS = Object.freeze({
   speed_max: 4.0,
 });
 
+const KEY_STORAGE = "kokoro-studio-api-key";
+
+/** The API key sent as a Bearer token, if the server needs one (kept in this browser's localStorage). */
+export function getApiKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return "";
+  }
+}
+
+export function setApiKey(key) {
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // storage disabled: the key lasts until reload
+  }
+}
+
 /** An API failure with a message fit to show to a person. */
 export class ApiError extends Error {
   constructor(message, { status = 0, type = "", details = null, retryAfter = null } = {}) {
@@ -58,6 +78,10 @@ async function errorFromResponse(response) {
   if (status === 503) {
     message = `The server is busy: ${message}`;
     if (retryAfter != null) message += ` Try again in ${retryAfter} s.`;
+  } else if (status === 401) {
+    message = getApiKey()
+      ? `The server refused the API key: ${message} Check it under “API key”.`
+      : `This server needs an API key: ${message} Enter it under “API key”.`;
   } else if (status === 413) {
     message = `The request is too large: ${message}`;
   } else if (status >= 500) {
@@ -68,9 +92,12 @@ async function errorFromResponse(response) {
 }
 
 async function request(path, init = {}) {
+  const key = getApiKey();
+  const headers = { ...(init.headers || {}) };
+  if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
-    response = await fetch(url(path), init);
+    response = await fetch(url(path), { ...init, headers });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(`Could not reach the server at ${base.origin}. Is it running? (${err.message})`);

@@ -1,6 +1,6 @@
 // Kokoro Studio: wires the script, the voice mixer, the output settings, the player and the history.
 
-import { ApiError, DEFAULT_LIMITS, getLimits, getVoices, synthesize } from "./api.js";
+import { ApiError, DEFAULT_LIMITS, getApiKey, getLimits, getVoices, setApiKey, synthesize } from "./api.js";
 import { History } from "./history.js";
 import { Mixer } from "./mixer.js";
 import { Player } from "./player.js";
@@ -70,6 +70,23 @@ function clearError() {
 }
 
 el.errorClose.addEventListener("click", clearError);
+
+function needsKey(err) {
+  if (err instanceof ApiError && err.status === 401) {
+    $("api-key-box").open = true;
+    return true;
+  }
+  return false;
+}
+
+$("api-key").value = getApiKey();
+$("api-key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  setApiKey($("api-key").value.trim());
+  clearError();
+  if (!state.voicesLoaded) init();
+  else el.genStatus.textContent = "API key saved.";
+});
 
 function describe(err) {
   if (err instanceof ApiError) return err.message;
@@ -277,6 +294,7 @@ async function generate() {
       sink.abort();
       player.reset("No audio");
       showError(describe(err));
+      needsKey(err);
     }
   } finally {
     clearInterval(timer);
@@ -366,10 +384,17 @@ el.historyClear.addEventListener("click", async () => {
 
 // ---------------------------------------------------------------- start-up
 
+let firstInit = true;
+
 async function init() {
   const saved = loadSettings();
-  applySettings(saved);
-  renderHistory();
+  if (firstInit) {
+    firstInit = false;
+    applySettings(saved);
+    renderHistory();
+  }
+  el.serverState.textContent = "Connecting…";
+  delete el.serverState.dataset.state;
   try {
     const [limits, voices] = await Promise.all([getLimits(), getVoices()]);
     state.limits = limits;
@@ -384,13 +409,15 @@ async function init() {
     if (!mixer.value && fallback) mixer.value = fallback;
     updateCount();
     updateSpeed();
+    clearError();
     el.serverState.textContent = `Ready · ${voices.length} voices`;
     el.serverState.dataset.state = "ready";
     document.body.dataset.ready = "true";
   } catch (err) {
     el.serverState.textContent = "Server unavailable";
     el.serverState.dataset.state = "error";
-    showError(`Could not load the voices: ${describe(err)} Reload the page to try again.`);
+    const keyIssue = needsKey(err);
+    showError(`Could not load the voices: ${describe(err)}` + (keyIssue ? "" : " Reload the page to try again."));
   }
 }
 
