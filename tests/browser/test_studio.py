@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -153,7 +152,8 @@ def test_generate_two_voice_mix_play_download_and_history(browser, server_url, a
     # Download with a sensible file name.
     link = _by_id(driver, "download")
     name = link.get_attribute("download")
-    assert re.fullmatch(r"kokoro_af_heart70-af_bella30_hello-from-kokoro-studio-this_\d{8}-\d{6}\.mp3", name), name
+    pattern = r"kokoro_af_heart70-af_bella30_hello-from-kokoro-studio-this_\d{8}-\d{6}\.mp3"
+    assert re.fullmatch(pattern, name), name
     link.click()
     target = browser.download_dir / name
     _wait(driver, lambda d: target.exists() and target.stat().st_size > 1000, 30, f"download of {name}")
@@ -191,8 +191,15 @@ def test_wav_generation_and_history_delete(browser, server_url):
     driver.find_element("css selector", "input[name=format][value=wav]").click()
     before = len(driver.find_elements("css selector", "#history-list li"))
     _by_id(driver, "script").send_keys(Keys.CONTROL, Keys.ENTER)  # the keyboard shortcut
-    _wait(driver, lambda d: _by_id(d, "waveform").get_attribute("data-drawn") == "true"
-          and d.execute_script("return !document.getElementById('generate').disabled"), 120, "a WAV generation")
+    _wait(
+        driver,
+        lambda d: (
+            _by_id(d, "waveform").get_attribute("data-drawn") == "true"
+            and d.execute_script("return !document.getElementById('generate').disabled")
+        ),
+        120,
+        "a WAV generation",
+    )
     assert not _error_text(driver), _error_text(driver)
     assert _by_id(driver, "download").get_attribute("download").endswith(".wav")
     items = driver.find_elements("css selector", "#history-list li")
@@ -289,7 +296,14 @@ def test_api_key_is_asked_for_and_used(browser, keyed_server_url, api_key):
     assert not _error_text(driver)
     _set_script(driver, "Keyed.")
     _by_id(driver, "generate").click()
-    _wait(driver, lambda d: _by_id(d, "waveform").get_attribute("data-drawn") == "true"
-          and d.execute_script("return !document.getElementById('generate').disabled"), 120, "a generation")
+    _wait(
+        driver,
+        lambda d: (
+            _by_id(d, "waveform").get_attribute("data-drawn") == "true"
+            and d.execute_script("return !document.getElementById('generate').disabled")
+        ),
+        120,
+        "a generation",
+    )
     assert not _error_text(driver), _error_text(driver)
     driver.execute_script("localStorage.removeItem('kokoro-studio-api-key')")
