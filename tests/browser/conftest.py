@@ -183,7 +183,10 @@ def _make_driver(profile: Path, downloads: Path, width: int, height: int):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
+        msg = f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})"
+        if os.environ.get("KOKORO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the browser tests are required here (KOKORO_REQUIRE_BROWSER=1) but it {msg}")
+        pytest.skip(msg)
     pytest.importorskip("selenium")
     # Never let selenium-manager fetch a browser or driver.
     os.environ["SE_OFFLINE"] = "true"
