@@ -14,6 +14,7 @@ from .api import download, health, models, native, speech, voices
 from .config import Settings
 from .errors import StartupError, install_error_handlers
 from .limits import BodySizeLimit
+from .middleware import install_middleware
 from .runtime import WARMUP_TEXT, Runtime
 from .storage import AudioStore
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_middleware(app, settings)  # API keys, CORS, request log and /metrics
     routers = (health.router, models.router, voices.router, speech.router, native.router, download.router)
     for router in routers:
         app.include_router(router)

@@ -34,10 +34,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Fail fast, with a clear message, on what can be checked before the server starts.
     load_bundle(settings.voices_path)
     prepared_model(settings, progress=sys.stderr.isatty())
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    from .shutdown import DrainingServer
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None,
         timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False,
     )
+    # SIGTERM: readiness 503 and new requests 503 at once, admitted requests finish, then exit 0.
+    DrainingServer(
+        config, app, drain_delay_s=settings.drain_delay_s, grace_s=settings.graceful_timeout_s
+    ).run()
     return 0
 
 

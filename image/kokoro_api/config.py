@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
@@ -103,6 +103,31 @@ class Settings(BaseSettings):
 
     graceful_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."
+    )
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long the listener stays open (readiness 503, new requests 503) before "
+        "connections are refused, so that kube-proxy and the mesh stop routing here first. Counts toward "
+        "graceful_timeout_s. In Kubernetes: a few seconds (5).",
+    )
+
+    # --- access and observability
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys. Set (or api_keys_file set): /v1/* and /synthesize* need "
+        "'Authorization: Bearer <key>'; health, metrics, docs and /web stay open.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="File of API keys, one a line ('#' comments), re-read when it changes (rotation without "
+        "a restart). Adds to api_keys.",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed by CORS ('*' for any). Empty: CORS off "
+        "(same-origin only).",
     )
 
     # --- behaviour

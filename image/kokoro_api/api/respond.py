@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from ..admission import Admission, Lease
 from ..audio.encode import EXTENSIONS, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
 from ..config import Settings
 from ..errors import APIError, InputTooLong, InvalidRequest
+from ..requestlog import current
 from ..runtime import Runtime
 from ..storage import AudioStore, new_name, url_for
 from ..synthesis import Segment
@@ -64,6 +66,7 @@ class SynthesisJob:
             )
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
+        current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
         return cls(rt, text, voice, speed, fmt, streamed, british)
 
     def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
@@ -85,14 +88,20 @@ async def _encode(audio, fmt: str) -> bytes:
 
 async def _stream_bytes(job: SynthesisJob, lease: Lease) -> AsyncIterator[bytes]:
     """Encoded audio, chunk by chunk; the lease is freed when the stream ends or the client leaves."""
+    rec = current()
     try:
         enc = Encoder(job.fmt)
+        t = time.perf_counter()
         async for seg in job.segments(short_first=True):
             data = await asyncio.to_thread(enc.write, seg.audio)
+            rec.synthesized(seg.seconds, time.perf_counter() - t)  # not counting time blocked on the client
             if data:
+                rec.sent(len(data))
                 yield data
+            t = time.perf_counter()
         tail = enc.close()
         if tail:
+            rec.sent(len(tail))
             yield tail
     finally:
         lease.release()
@@ -123,15 +132,18 @@ async def _sse(chunks: AsyncIterator[bytes], job: SynthesisJob) -> AsyncIterator
 async def render_all(jobs: list[SynthesisJob], admission: Admission) -> list[Segment]:
     """Whole, non-streamed syntheses, in order, under one worker slot (a batch never 503s halfway)."""
     lease = await admission.acquire()
+    t = time.perf_counter()
     try:
         segs = [await job.whole() for job in jobs]
     finally:
         lease.release()
+    current().synthesized(sum(seg.seconds for seg in segs), time.perf_counter() - t)
     return segs
 
 
 async def encoded(audio, fmt: str) -> bytes:
     body = await _encode(audio, fmt)
+    current().sent(len(body))
     return body
 
 

@@ -1,0 +1,188 @@
+"""Fuzzing the app's own OpenAPI (schemathesis) and explicit hostile inputs: never a 5xx, never a hang.
+
+The fuzzed server runs with small text limits (``KOKORO_MAX_INPUT_CHARS=24``), so valid bodies still reach
+synthesis on every synthesis route but no case spends long synthesizing; the full-size limits are covered
+by the hostile inputs below, against the default settings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import assert_error, live_server
+
+FUZZ_CASES = 600  # >= 500 cases in CI
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    with live_server(
+        tmp,
+        KOKORO_MAX_INPUT_CHARS="24",
+        KOKORO_MAX_UNSTREAMED_CHARS="24",
+        KOKORO_MAX_BATCH_ITEMS="3",
+        KOKORO_MAX_BATCH_CHARS="48",
+        KOKORO_AUDIO_DIR=str(tmp / "audio"),
+        KOKORO_VOICES_DIR=str(tmp / "mixes"),
+    ) as s:
+        yield s
+
+
+def test_schemathesis_finds_no_5xx_and_no_hang(fuzz_server):
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+    strategy = schema.as_strategy(GenerationMode.POSITIVE) | schema.as_strategy(GenerationMode.NEGATIVE)
+    seen: list[tuple[str, int]] = []
+
+    @settings(
+        max_examples=FUZZ_CASES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+    @given(case=strategy)
+    def run(case) -> None:
+        response = case.call(timeout=60)  # a hang is a failure (requests' Timeout), not a stuck suite
+        seen.append((f"{case.method} {case.path}", response.status_code))
+        assert response.status_code < 500, (
+            f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}\n"
+            f"body={case.body!r} query={case.query!r} path={case.path_parameters!r}"
+        )
+
+    run()
+    assert len(seen) >= 500, len(seen)
+    operations = {op for op, _ in seen}
+    assert {"POST /v1/audio/speech", "POST /synthesize", "POST /v1/audio/speech/timestamps"} <= operations
+    assert any(op == "POST /v1/audio/speech" and status == 200 for op, status in seen)  # reached synthesis
+    assert "Traceback" not in fuzz_server.output()
+
+
+def speech(client, **body):
+    return client.post(
+        "/v1/audio/speech",
+        json={"model": "kokoro", "voice": "af_heart", "response_format": "pcm", "stream": False, **body},
+    )
+
+
+HOSTILE_TEXTS = {
+    "emoji": "Hello 👋🏽 world 🌍🔥 👨‍👩‍👧‍👦!",
+    "emoji_only": "🙂🙃😉",
+    "rtl": "مرحبا שלום hello",
+    "rtl_override": "abc\u202edcba\u202c done",
+    "zero_width": "Hel\u200blo\u200c wo\u200drld\ufeff\u2060.",
+    "control": "Hello\x00\x01\x07\x1b[31m world\x7f\r\n\t.",
+    "digits": "3141592653",  # digits expand ~16x into phonemes: kept short
+    "html": "<script>alert(1)</script><b>Bold</b> &amp; <i>text</i>",
+    "ssml": '<speak><break time="9999s"/><audio src="file:///etc/passwd"/>Hi</speak>',
+    "surrogate_escape": "broken \\ud800 surrogate \\udfff",
+    "combining": "Z\u0335\u0321\u0322a\u0334\u0327l\u0336g\u0338o\u0337" * 3,
+    "long_word": "a" * 120,
+    "punctuation": "?!.,;:-—…" * 5,
+    "format_strings": "%s {0} ${jndi:ldap://x} {{7*7}}",
+    "newlines": "\n" * 500 + "end",
+    "digits_spaced": "1 2 3 4 5 6 7 8 9 0",
+}
+
+
+STREAMED = ["emoji_only", "control", "zero_width", "html", "newlines", "combining"]
+CASES = [(name, False) for name in HOSTILE_TEXTS] + [(name, True) for name in STREAMED]
+
+
+@pytest.mark.parametrize("name,streamed", CASES, ids=[f"{n}-{'stream' if s else 'whole'}" for n, s in CASES])
+def test_hostile_text_is_never_5xx(client, name, streamed):
+    r = speech(client, input=HOSTILE_TEXTS[name], stream=streamed)
+    assert r.status_code in (200, 400), r.text[:300]
+    if r.status_code == 400:
+        assert_error(r, 400)
+
+
+def test_hundred_thousand_characters(client):
+    r = speech(client, input="word " * 20_000)
+    assert_error(r, 400, "InputTooLong")
+    r = client.post("/synthesize", json={"text": "x" * 100_000})
+    assert r.status_code == 400, r.text[:300]
+
+
+RAW_BODIES = [
+    b"{not json",
+    b"",
+    b"null",
+    b"[]",
+    b'"just a string"',
+    b'{"input": "Hi", "speed": NaN}',
+    b'{"input": "Hi", "speed": Infinity}',
+    b'{"input": "Hi", "speed": -Infinity}',
+    b'{"input": "Hi", "speed": 1e999}',
+    b'{"input": "Hi", "speed": -1}',
+    b'{"input": "Hi", "speed": 0}',
+    b'{"input": "Hi", "speed": "1.0; DROP TABLE"}',
+    b'{"input": ["Hi"]}',
+    b'{"input": {"text": "Hi"}}',
+    b'{"input": null}',
+    b'{"input": true}',
+    b'{"input": 12345}',
+    b'{"input": "Hi", "voice": 7}',
+    b'{"input": "Hi", "voice": ["af_heart"]}',
+    b'{"input": "Hi", "voice": "../../etc/passwd"}',
+    b'{"input": "Hi", "voice": "af_heart(NaN)"}',
+    b'{"input": "Hi", "voice": "af_heart(-1)+af_sky(1)"}',
+    b'{"input": "Hi", "voice": "af_heart(1e400)"}',
+    b'{"input": "Hi", "response_format": "exe"}',
+    b'{"input": "Hi", "response_format": null}',
+    b'{"input": "Hi", "stream_format": "video"}',
+    b'{"input": "Hi", "model": {"$gt": ""}}',
+    b'{"input": "Hi", "lang_code": "zz"}',
+    b'{"input": "Hi", "input": "dup"}',
+    b'{"input": "\\ud800"}',
+    b"\xff\xfe\x00garbage",
+    b'{"input": "Hi"' + b" " * 10_000,
+    b"[" * 10_000 + b"]" * 10_000,
+    b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+]
+
+
+@pytest.mark.parametrize("raw", RAW_BODIES, ids=range(len(RAW_BODIES)))
+@pytest.mark.parametrize(
+    "path", ["/v1/audio/speech", "/v1/audio/speech/timestamps", "/synthesize", "/synthesize/batch"]
+)
+def test_malformed_bodies_are_4xx(client, path, raw):
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert_error(r, r.status_code)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", "application/xml", None],
+)
+def test_wrong_content_types_are_4xx(client, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/v1/audio/speech", content=json.dumps({"input": "Hi"}).encode(), headers=headers)
+    assert r.status_code < 500, r.text[:300]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/download/..%2f..%2fetc%2fpasswd",
+        "/v1/download/../../etc/passwd",
+        "/v1/download/%00",
+        "/v1/audio/voices/..%2F..%2Fetc",
+        "/web/../../etc/passwd",
+        "/web/..%2f..%2fetc%2fpasswd",
+        "/v1/audio/speech/../../../etc/passwd",
+    ],
+)
+def test_hostile_paths_are_4xx(client, path):
+    for method in ("GET", "DELETE", "POST"):
+        r = client.request(method, path)
+        assert 400 <= r.status_code < 500, (method, path, r.status_code)
+        assert "root:" not in r.text
