@@ -26,6 +26,7 @@ Env: CONTAINERS_CONF (default image/containers.conf), KOKORO_VOICES_FILE (defaul
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -290,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     def step(name: str, t0: float) -> None:
         report["steps"][name] = round(time.monotonic() - t0, 1)
         log(f"{name}: {report['steps'][name]:.1f}s")
+
+    # One run at a time per machine: runs share the pod's name and its emptyDir volumes ("tmp", "audio").
+    lock = open(Path(tempfile.gettempdir()) / "kokoro-api-e2e.lock", "w")  # noqa: SIM115 (held until exit)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("another e2e run holds the lock; waiting for it to finish")
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     host_port = free_port()
     deployment, changes = render_deployment(args.tag, host_port)
