@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import cache_dir, voices_path
 
 SAMPLES_PER_FRAME = 600
@@ -21,8 +20,11 @@ CASES = [
     ("af_heart", "The quick brown fox jumps over the lazy dog."),
     ("af_heart", "Hello there! How are you doing today?"),
     ("am_michael", "The quick brown fox jumps over the lazy dog."),
-    ("bf_emma", "Kokoro is an open-weight text to speech model with eighty two million parameters, "
-                "and it runs fast on a laptop."),
+    (
+        "bf_emma",
+        "Kokoro is an open-weight text to speech model with eighty two million parameters, "
+        "and it runs fast on a laptop.",
+    ),
 ]
 
 
@@ -49,11 +51,13 @@ def feeds() -> list[dict[str, np.ndarray]]:
     out = []
     for voice, text in CASES:
         ids = [table[c] for c in ph.phonemes(text)]
-        out.append({
-            "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-            "style": voices[voice][len(ids) - 1].reshape(1, -1).astype(np.float32),
-            "speed": np.array([1.0], dtype=np.float32),
-        })
+        out.append(
+            {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": voices[voice][len(ids) - 1].reshape(1, -1).astype(np.float32),
+                "speed": np.array([1.0], dtype=np.float32),
+            }
+        )
     return out
 
 
@@ -71,8 +75,9 @@ def session(path: Path | bytes, outputs: list[str] | None = None):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
+    )
 
 
 def run(sess, feed) -> dict[str, np.ndarray]:
@@ -119,9 +124,8 @@ def test_float_variant_matches_int8(prepared, feeds):
     long ones, where more quantization noise has been removed), and the log-spectrograms agree to >= 0.985.
     Before the predictor was kept int8, F0 drift (integrated into phase) put the correlation at ~0.5.
     """
-    from kokoro_api.engine.prepare import find_prosody_tensors
-
     import onnx
+    from kokoro_api.engine.prepare import find_prosody_tensors
 
     prosody = find_prosody_tensors(onnx.load(os.fspath(prepared["int8"])).graph)
     int8 = session(prepared["int8"], prosody)
@@ -193,4 +197,6 @@ def test_copied_source_reuses_digest(source, tmp_path):
 
     copy = tmp_path / "copy.onnx"
     shutil.copyfile(source, copy)
-    assert prepared_path(copy, tmp_path / "c", "int8").name == prepared_path(source, tmp_path / "c", "int8").name
+    assert (
+        prepared_path(copy, tmp_path / "c", "int8").name == prepared_path(source, tmp_path / "c", "int8").name
+    )

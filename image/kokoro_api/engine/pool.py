@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions, one per worker thread. Only this module knows onnxruntime."""
+"""ONNX Runtime sessions shared by the inference worker threads. Only this module knows onnxruntime."""
 
 from __future__ import annotations
 
@@ -22,32 +22,59 @@ class Inference:
     durations: np.ndarray | None  # frames per input token (incl. the two pad tokens), if the model has them
 
 
-class EnginePool:
-    """``workers`` sessions of one model; ``run`` borrows a free session (call it from ``executor``)."""
+#: Sessions per pool. One session serves every worker thread: ``InferenceSession.run`` is thread-safe and,
+#: with ``intra_op_num_threads=1``, each call computes on its caller's thread, so ``workers`` concurrent
+#: calls run in parallel on one session. One copy of the weights instead of one per worker: with the float
+#: decoder (~260 MB of weights) two sessions put the server at ~930 MB peak RSS, one at ~750 MB, for the
+#: same throughput (docs/performance.md).
+SHARED_SESSIONS = 1
 
-    def __init__(self, model_path: Path, workers: int, intra_op_threads: int) -> None:
+
+class EnginePool:
+    """``workers`` inference threads over ``sessions`` ONNX Runtime sessions of one model.
+
+    ``run`` borrows one of ``workers`` slots (call it from ``executor``); slot ``i`` uses session
+    ``i % sessions``, so no session runs more than ``ceil(workers / sessions)`` calls at once.
+    """
+
+    def __init__(
+        self, model_path: Path, workers: int, intra_op_threads: int, sessions: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.model_path = Path(model_path)
         self.workers = workers
-        self._free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(workers):
+        n_sessions = max(1, min(workers, sessions or SHARED_SESSIONS))
+        self._sessions = []
+        for _ in range(n_sessions):
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = intra_op_threads
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            # Shapes change with every chunk: a memory pattern planned for one length is useless for the next.
+            opts.enable_mem_pattern = False
+            if intra_op_threads > 1:  # busy-waiting threads steal the core from the other workers
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
                 sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
             except Exception as exc:  # ORT raises Fail/InvalidProtobuf/... for a broken file
                 first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 raise StartupError(
-                    f"Model file {model_path} cannot be loaded by ONNX Runtime (truncated or corrupt?): {first}"
+                    f"Model file {model_path} cannot be loaded by ONNX Runtime "
+                    f"(truncated or corrupt?): {first}"
                 ) from None
-            self._free.put(sess)
+            self._sessions.append(sess)
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(workers):
+            self._free.put(self._sessions[i % n_sessions])
         self.outputs = [o.name for o in sess.get_outputs()]
         self.has_durations = "durations" in self.outputs
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kokoro-infer")
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
 
     @staticmethod
     def run_options():

@@ -176,7 +176,9 @@ def find_durations_tensor(graph: onnx.GraphProto) -> str:
         if _attrs(cast).get("to") == TensorProto.INT64:
             candidates.append(cast.output[0])
     if len(candidates) != 1:
-        raise PrepareError(f"expected one Sigmoid->ReduceSum->Div->Round->Clip->Cast chain, found {candidates}")
+        raise PrepareError(
+            f"expected one Sigmoid->ReduceSum->Div->Round->Clip->Cast chain, found {candidates}"
+        )
     return candidates[0]
 
 
@@ -217,7 +219,7 @@ def _dequant(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.nda
 
 
 def _scale_mul(g: _Graph, int_out: str) -> tuple[onnx.NodeProto, onnx.NodeProto | None]:
-    """From an integer op's output, find (``Mul(Cast(out [+ int bias]), scales)``, the bias ``Add`` or None)."""
+    """From an integer op's output: (``Mul(Cast(out [+ int bias]), scales)``, the bias ``Add`` or None)."""
     nodes = g.consumers.get(int_out, [])
     bias_add = None
     if len(nodes) == 1 and nodes[0].op_type == "Add":
@@ -349,14 +351,14 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
                 # B is [K, N]; per-column zero points / scales have shape [N] and broadcast as is.
                 if bias_add is not None:
                     raise PrepareError(f"{node.name}: unexpected integer bias on MatMulInteger")
-                w = add_init(key, hint, lambda: _dequant(w_q, w_scale, w_zp))
+                w = add_init(key, hint, lambda: _dequant(w_q, w_scale, w_zp))  # noqa: B023 (called at once)
                 new = [helper.make_node("MatMul", [x, w], [out_mul.output[0]], name=node.name)]
             else:
                 # W is [M, C/group, k...]; per-channel zero points / scales have shape [M].
                 shape = (-1,) + (1,) * (w_q.ndim - 1)
                 scale = np.reshape(w_scale, shape) if w_scale.ndim else w_scale
                 zp = np.reshape(w_zp, shape) if w_zp.ndim else w_zp
-                inputs = [x, add_init(key, hint, lambda: _dequant(w_q, scale, zp))]
+                inputs = [x, add_init(key, hint, lambda: _dequant(w_q, scale, zp))]  # noqa: B023
                 if bias_add is not None:
                     bias_name = _float_bias_name(g, bias_add, node.output[0])
                     inputs.append(bias_name)
@@ -365,7 +367,7 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
             replaced[id(node)] = new
         elif op == "DynamicQuantizeLSTM":
             # Inputs: X W R B seq_lens initial_h initial_c P W_scale W_zero_point R_scale R_zero_point.
-            # W: [dirs, input, 4*hidden], R: [dirs, hidden, 4*hidden] (transposed w.r.t. ONNX LSTM), gates iofc.
+            # W: [dirs, input, 4*hidden], R: [dirs, hidden, 4*hidden] (transposed vs ONNX LSTM), gates iofc.
             ins = list(node.input) + [""] * (12 - len(node.input))
             w_scale, w_zp = g.const(ins[8]), g.const(ins[9])
             r_scale, r_zp = g.const(ins[10]), g.const(ins[11])
@@ -376,12 +378,12 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
             w = add_init(
                 ("LSTM.W", ins[1], ins[9], ins[8]),
                 f"{ins[1].removesuffix('_quantized')}_dequantized",
-                lambda: _dequant(g.const(ins[1]), per_dir(w_scale), per_dir(w_zp)).transpose(0, 2, 1),
+                lambda: _dequant(g.const(ins[1]), per_dir(w_scale), per_dir(w_zp)).transpose(0, 2, 1),  # noqa: B023
             )
             r = add_init(
                 ("LSTM.R", ins[2], ins[11], ins[10]),
                 f"{ins[2].removesuffix('_quantized')}_dequantized",
-                lambda: _dequant(g.const(ins[2]), per_dir(r_scale), per_dir(r_zp)).transpose(0, 2, 1),
+                lambda: _dequant(g.const(ins[2]), per_dir(r_scale), per_dir(r_zp)).transpose(0, 2, 1),  # noqa: B023
             )
             inputs = [ins[0], w, r, *ins[3:8]]
             while inputs and not inputs[-1]:
@@ -457,7 +459,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def source_digest(src: Path, cache_dir: Path) -> str:
-    """sha256 of ``src``, remembered in ``cache_dir`` per (path, size, mtime) so a warm start skips hashing."""
+    """sha256 of ``src``, remembered in ``cache_dir`` per (path, size, mtime): a warm start skips hashing."""
     st = src.stat()
     stamp_key = hashlib.sha256(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
     stamp = cache_dir / "digests" / f"{stamp_key}.json"
@@ -469,8 +471,9 @@ def source_digest(src: Path, cache_dir: Path) -> str:
     with contextlib.suppress(OSError):
         _atomic_write_bytes(
             stamp,
-            json.dumps({"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                        "sha256": digest}).encode(),
+            json.dumps(
+                {"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+            ).encode(),
         )
     return digest
 
