@@ -1,6 +1,6 @@
 """Fuzzing the app's own OpenAPI (schemathesis) and explicit hostile inputs: never a 5xx, never a hang.
 
-The fuzzed server runs with small text limits (``KOKORO_MAX_INPUT_CHARS=24``), so valid bodies still reach
+The fuzzed server runs with small text limits (``KOKORO_MAX_INPUT_CHARS=12``), so valid bodies still reach
 synthesis on every synthesis route but no case spends long synthesizing; the full-size limits are covered
 by the hostile inputs below, against the default settings.
 """
@@ -14,6 +14,7 @@ import pytest
 from conftest import assert_error, live_server
 
 FUZZ_CASES = 600  # >= 500 cases in CI
+HANG_S = 120  # generous: a valid case synthesizes at most 12 characters, at speeds down to 0.25
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +22,10 @@ def fuzz_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     with live_server(
         tmp,
-        KOKORO_MAX_INPUT_CHARS="24",
-        KOKORO_MAX_UNSTREAMED_CHARS="24",
+        KOKORO_MAX_INPUT_CHARS="12",
+        KOKORO_MAX_UNSTREAMED_CHARS="12",
         KOKORO_MAX_BATCH_ITEMS="3",
-        KOKORO_MAX_BATCH_CHARS="48",
+        KOKORO_MAX_BATCH_CHARS="24",
         KOKORO_AUDIO_DIR=str(tmp / "audio"),
         KOKORO_VOICES_DIR=str(tmp / "mixes"),
     ) as s:
@@ -46,11 +47,11 @@ def test_schemathesis_finds_no_5xx_and_no_hang(fuzz_server):
         database=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: the first failure as is
     )
     @given(case=strategy)
     def run(case) -> None:
-        response = case.call(timeout=60)  # a hang is a failure (requests' Timeout), not a stuck suite
+        response = case.call(timeout=HANG_S)  # a hang is a failure (requests' Timeout), not a stuck suite
         seen.append((f"{case.method} {case.path}", response.status_code))
         assert response.status_code < 500, (
             f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}\n"
@@ -66,10 +67,9 @@ def test_schemathesis_finds_no_5xx_and_no_hang(fuzz_server):
 
 
 def speech(client, **body):
-    return client.post(
-        "/v1/audio/speech",
-        json={"model": "kokoro", "voice": "af_heart", "response_format": "pcm", "stream": False, **body},
-    )
+    body = {"model": "kokoro", "voice": "af_heart", "response_format": "pcm", "stream": False, **body}
+    # json.dumps escapes lone surrogates (\udXXX), as a JavaScript client would send them
+    return client.post("/v1/audio/speech", content=json.dumps(body), headers={"content-type": "application/json"})
 
 
 HOSTILE_TEXTS = {
@@ -89,10 +89,12 @@ HOSTILE_TEXTS = {
     "format_strings": "%s {0} ${jndi:ldap://x} {{7*7}}",
     "newlines": "\n" * 500 + "end",
     "digits_spaced": "1 2 3 4 5 6 7 8 9 0",
+    # found by the fuzzer: an unspeakable first chunk streamed silence, then the 400 came after the headers
+    "unspeakable_then_letters": "\uda88\udfc6u\u00df\u0097\u00fbw\u00db\ud8ea\ude43",
 }
 
 
-STREAMED = ["emoji_only", "control", "zero_width", "html", "newlines", "combining"]
+STREAMED = ["emoji_only", "control", "zero_width", "html", "newlines", "combining", "unspeakable_then_letters"]
 CASES = [(name, False) for name in HOSTILE_TEXTS] + [(name, True) for name in STREAMED]
 
 

@@ -92,9 +92,18 @@ async def _stream_bytes(job: SynthesisJob, lease: Lease) -> AsyncIterator[bytes]
     try:
         enc = Encoder(job.fmt)
         t = time.perf_counter()
+        held: list[bytes] = []  # leading silence (unspeakable chunks), held back until a word is spoken:
+        spoken = False  # an input with no speakable word is then a 400 before any byte is sent
         async for seg in job.segments(short_first=True):
             data = await asyncio.to_thread(enc.write, seg.audio)
             rec.synthesized(seg.seconds, time.perf_counter() - t)  # not counting time blocked on the client
+            if not spoken and not seg.tokens:
+                held.append(data)
+                t = time.perf_counter()
+                continue
+            spoken = True
+            data = b"".join(held) + data
+            held.clear()
             if data:
                 rec.sent(len(data))
                 yield data
