@@ -708,7 +708,7 @@ def chart(r: dict, path: Path) -> None:
     levels = sorted(r["concurrency"]["ref"], key=int)
     for ax, key, title in (
         (axes[2], "throughput", "Throughput (audio s / wall s)"),
-        (axes[3], "p95", "p95 latency, 12-word requests (s)"),
+        (axes[3], "p95", f"p95 latency, {r['meta']['short_request_words']}-word requests (s)"),
     ):
         for c in CONTENDERS:
             ax.plot(
