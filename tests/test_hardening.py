@@ -217,6 +217,16 @@ def test_admission_max_wait_unit():
         with pytest.raises(Overloaded, match="shutting down"):
             await adm.acquire()
 
+        # the moment after a release: the woken waiter has not run yet, a newcomer still finds its place
+        adm = Admission(slots=1, max_queue=1, max_wait_s=5)
+        first = await adm.acquire()
+        waiter = asyncio.ensure_future(adm.acquire())
+        await asyncio.sleep(0.01)
+        first.release()  # hands the slot to the waiter, which runs later
+        newcomer = asyncio.ensure_future(adm.acquire())
+        (await waiter).release()
+        (await newcomer).release()
+
     asyncio.run(run())
 
 

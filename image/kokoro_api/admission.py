@@ -53,7 +53,9 @@ class Admission:
     async def acquire(self) -> Lease:
         if self.draining:
             raise Overloaded("The server is shutting down; retry on another instance.", self.retry_after_s)
-        if self._sem.locked() and self.waiting >= self.max_queue:
+        # Admitted requests (running + waiting) against the capacity: exact even in the moment after a
+        # release, when the woken waiter has not run yet and still counts as waiting.
+        if self.in_flight + self.waiting >= self.slots + self.max_queue:
             raise self._overloaded("queue full")
         self.waiting += 1
         try:
