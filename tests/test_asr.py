@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cache_dir
+from helpers import cache_dir
 
 pytestmark = pytest.mark.asr
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import assert_error
+from helpers import assert_error
 from kokoro_api.app import create_app
 from kokoro_api.auth import ApiKeys, parse_keys
 from kokoro_api.config import Settings

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, server_env
+from helpers import ROOT, server_env
 
 pytest.importorskip("kokoro_onnx")
 pytest.importorskip("matplotlib")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import assert_error
+from helpers import assert_error
 from kokoro_api.storage import AudioStore
 
 TEXT = "Keep this for later."

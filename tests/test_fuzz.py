@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import assert_error, live_server
+from helpers import assert_error, live_server
 
 FUZZ_CASES = 600  # >= 500 cases in CI
 HANG_S = 120  # generous: a valid case synthesizes at most 12 characters, at speeds down to 0.25

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import assert_error, live_server
+from helpers import assert_error, live_server
 from kokoro_api.admission import Admission
 from kokoro_api.errors import Overloaded
 

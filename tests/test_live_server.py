@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from conftest import decode, live_server, rms
+from helpers import decode, live_server, rms
 
 
 def test_readyz_503_until_warm_then_200(tmp_path):

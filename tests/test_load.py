@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from conftest import live_server
+from helpers import live_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from conftest import assert_error
+from helpers import assert_error
 
 TEXT = "Mixing voices."
 MIX = "af_bella(2)+af_sky(1)"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cache_dir, server_env, voices_path
+from helpers import cache_dir, server_env, voices_path
 from kokoro_api.engine.model import MODEL_SHA256, MODEL_SIZE, assemble, resolve_model, sha256_file
 from kokoro_api.errors import InvalidVoice, StartupError
 from kokoro_api.pull import VOICE_SHA256, check_voice, pt_to_array, pull_voices

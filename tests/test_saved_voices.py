@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import assert_error
+from helpers import assert_error
 from fastapi.testclient import TestClient
 
 MIX = "af_bella(2)+af_sky(1)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_error, decode, rms
+from helpers import assert_error, decode, rms
 
 TEXT = "The quick brown fox jumps over the lazy dog. Then it runs back into the quiet green forest."
 WORDS_PER_SECOND = 2.5  # Kokoro at speed 1.0, measured on plain prose (about 150 words a minute)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import cache_dir, voices_path
+from helpers import cache_dir, voices_path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cache_dir, voices_path
+from helpers import cache_dir, voices_path
 
 SAMPLES_PER_FRAME = 600
 # Fixed inputs: (voice, text). Short and medium, American and British.
