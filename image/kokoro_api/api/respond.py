@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ AUDIO_RESPONSES = {
 }
 
 
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 @dataclass
 class SynthesisJob:
     rt: Runtime
@@ -50,7 +54,7 @@ class SynthesisJob:
         streamed: bool, british: bool | None = None, field: str = "input",
     ) -> SynthesisJob:
         """Validate text length and voice up front, so errors are 400s before any audio is sent."""
-        text = text.strip()
+        text = _LONE_SURROGATES.sub("", text).strip()  # valid JSON ("\\ud800"); spaCy fails on them
         if not text:
             raise InvalidRequest(f"'{field}' is empty: give some text to speak.", {"field": field})
         if len(text) > settings.max_input_chars:
