@@ -95,7 +95,8 @@ HOSTILE_TEXTS = {
 }
 
 
-STREAMED = ["emoji_only", "control", "zero_width", "html", "newlines", "combining", "unspeakable_then_letters"]
+STREAMED = ["emoji_only", "control", "zero_width", "html", "newlines", "combining",
+            "unspeakable_then_letters"]
 CASES = [(name, False) for name in HOSTILE_TEXTS] + [(name, True) for name in STREAMED]
 
 
@@ -166,9 +167,9 @@ def test_lone_surrogates_are_dropped_not_a_500(client, path):
     """JSON may carry lone surrogates ("\\ud800"); the G2P (spaCy) cannot encode them."""
     for text, ok in ((r"\ud800", False), (r"Hi \udfff there \ud800", True)):
         if path == "/synthesize":
-            raw = '{"text": "%s", "output_format": "wav"}' % text
+            raw = '{"text": "' + text + '", "output_format": "wav"}'
         else:
-            raw = '{"input": "%s", "response_format": "pcm", "stream": false}' % text
+            raw = '{"input": "' + text + '", "response_format": "pcm", "stream": false}'
         r = client.post(path, content=raw.encode(), headers={"content-type": "application/json"})
         assert r.status_code == (200 if ok else 400), (path, text, r.status_code, r.text[:200])
 
