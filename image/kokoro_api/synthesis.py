@@ -49,6 +49,11 @@ class Segment:
         return len(self.audio) / SAMPLE_RATE
 
 
+def _consume(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _fade(audio: np.ndarray) -> np.ndarray:
     n = min(FADE_SAMPLES, len(audio) // 2)
     if n:
@@ -142,6 +147,7 @@ class Synthesizer:
                 seg = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 run_options.terminate = True  # abort the chunk in flight, free the worker
+                fut.add_done_callback(_consume)  # its "terminated" error is expected: don't log it
                 raise
             if seg is None:
                 break
