@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from helpers import LiveServer, cache_dir, live_server, voices_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tools the tests run write plain text: a CI runner that forces colour must not put ANSI codes in the
+    output the tests read (go-task colours even when its stdout is a pipe once FORCE_COLOR is set)."""
+    os.environ["NO_COLOR"] = "1"
+    for name in ("FORCE_COLOR", "CLICOLOR_FORCE", "PY_COLORS", "TTY_COMPATIBLE"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def test_task_lists_everything() -> None:
     if binary is None:
         pytest.skip("task (go-task-bin) not installed")
     result = subprocess.run(
-        [binary, "--list"], cwd=REPO, capture_output=True, text=True, check=False, timeout=60
+        [binary, "--list", "--color=false"], cwd=REPO, capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stderr
     for name in REQUIRED:
