@@ -405,8 +405,9 @@ def orders(repeat: int) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from kokoro_api.engine.model import resolve_model
     from tqdm import tqdm
+
+    from kokoro_api.engine.model import resolve_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -452,6 +453,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         import kokoro_onnx
         import onnxruntime
+
         from kokoro_api.config import Settings
 
         s = Settings(voices_path=args.voices, cache_dir=args.cache_dir)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import ROOT, server_env
 
 pytest.importorskip("kokoro_onnx")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+
 from helpers import assert_error
 from kokoro_api.storage import AudioStore
 

@@ -7,10 +7,11 @@ import json
 import logging
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from kokoro_api.logs import JsonFormatter
 from kokoro_api.metrics import Metrics
 from kokoro_api.requestlog import RequestLog, current
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def samples(client) -> dict[tuple[str, frozenset], float]:

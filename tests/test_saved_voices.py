@@ -6,8 +6,9 @@ import json
 import time
 
 import pytest
-from helpers import assert_error
 from fastapi.testclient import TestClient
+
+from helpers import assert_error
 
 MIX = "af_bella(2)+af_sky(1)"
 TEXT = "Saved voices."

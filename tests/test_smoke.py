@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[1]

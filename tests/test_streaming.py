@@ -9,6 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+
 from helpers import decode, live_server
 
 TEXT = ("Streaming sends the first words early, and the rest follows as soon as it is ready. "

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kokoro_api.text.chunker import MAX_TOKENS, chunk_text, split_sentences
+from kokoro_api.text.chunker import (
+    FIRST_CHUNK_TOKENS,
+    MAX_TOKENS,
+    TARGET_TOKENS,
+    chunk_text,
+    split_sentences,
+)
 from kokoro_api.text.g2p import Phonemizer, Word, vocab
 
 
@@ -80,4 +86,19 @@ def test_first_chunk_is_short_when_streaming():
     text = "This opening sentence is fairly long and has no commas in it at all so it runs on. " * 5
     first = next(chunk_text(text, fake_words, short_first=True))
     normal = next(chunk_text(text, fake_words, short_first=False))
-    assert len(first.phonemes) <= 60 < len(normal.phonemes)
+    assert len(first.phonemes) <= FIRST_CHUNK_TOKENS < 60 < len(normal.phonemes)
+
+
+def test_streamed_chunks_ramp_up_and_cut_at_clauses():
+    """Streaming: chunk sizes at most double from one to the next until TARGET_TOKENS; nothing dropped;
+    a cut inside a sentence prefers a clause end."""
+    text = "Kokoro is small, and it runs well on a CPU without any help at all. " * 12
+    chunks = list(chunk_text(text, fake_words, short_first=True, first=16))
+    sizes = [len(c.phonemes) for c in chunks]
+    caps = [min(TARGET_TOKENS, 16 * 2**i) for i in range(len(sizes))]
+    assert all(size <= cap for size, cap in zip(sizes, caps, strict=True)), (sizes, caps)
+    assert sizes[0] > 0 and max(sizes) > 100, sizes  # it does reach long chunks
+    assert chunks[0].text == "Kokoro is small,"  # cut at the clause end that fits
+    assert " ".join(c.text for c in chunks).split() == text.split()
+    # without streaming the first chunk is already a long one
+    assert len(next(chunk_text(text, fake_words)).phonemes) > 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from helpers import decode
 
 TRICKY = "Dr. Smith's 2 cats, Tom & Jerry, don't like the rain—or snow at 3:30pm!"

@@ -32,6 +32,12 @@ async def _load(app: FastAPI) -> None:
             await rt.synthesizer.synthesize(WARMUP_TEXT, voice, 1.0)
         rt.ready = True
         log.info("ready", extra={"seconds": round(rt.load_seconds, 2)})
+        # British English (b* voices) builds its lexicon now, off the start-up path; a British request
+        # arriving first simply waits for it.
+        try:
+            await asyncio.to_thread(rt.synthesizer.phonemizer.preload)
+        except Exception:  # British requests will retry the build (and fail with a logged 500 cause)
+            log.exception("British English G2P failed to load")
     except StartupError as exc:
         rt.error = str(exc)
         log.error("start-up failed: %s", exc)

@@ -52,8 +52,21 @@ class Settings(BaseSettings):
     )
 
     # --- inference
-    workers: int = Field(2, ge=1, le=64, description="Inference workers (one ONNX Runtime session each).")
-    intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads per worker.")
+    workers: int = Field(
+        2, ge=1, le=64,
+        description="Syntheses that run at once (threads sharing one ONNX Runtime session).",
+    )
+    intra_op_threads: int = Field(
+        2, ge=1, le=64,
+        description="ONNX Runtime threads one synthesis may use. 2 on 2 cores: a lone request gets both "
+        "(half the time to first audio of 1); under sustained concurrency 1 gives ~15 % more throughput "
+        "(docs/performance.md).",
+    )
+    first_chunk_tokens: int = Field(
+        16, ge=4, le=510,
+        description="Streaming: phoneme tokens in the first chunk (~3 words). Smaller: sooner first audio; "
+        "larger: smoother prosody at the first join. Later chunks double in size up to 250 tokens.",
+    )
     max_queue: int = Field(
         8, ge=0, le=1000, description="Requests allowed to wait for a worker; beyond it: 503 Overloaded."
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Settings
 from .engine.model import resolve_model
-from .errors import StartupError
 from .engine.pool import EnginePool
+from .errors import StartupError
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
 from .voices import VoiceStore, load_bundle
@@ -50,13 +51,25 @@ class Runtime:
         return self.synthesizer.voices
 
     def load(self) -> None:
-        """Blocking: load everything (call from a thread). Raises StartupError with a clear message."""
+        """Blocking: load everything (call from a thread). Raises StartupError with a clear message.
+
+        The ONNX Runtime session (C++, releases the GIL) and the G2P (spaCy + lexicons, Python) load in
+        parallel: start-up to ready is the longer of the two, not their sum.
+        """
         t0 = time.perf_counter()
-        voices = VoiceStore(load_bundle(self.settings.voices_path))
-        voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
-        self.model_path = prepared_model(self.settings)
-        pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
-        self.synthesizer = Synthesizer(pool, Phonemizer(), voices)
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kokoro-load") as ex:
+            phonemizer = ex.submit(Phonemizer)
+            try:
+                voices = VoiceStore(load_bundle(self.settings.voices_path))
+                voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
+                self.model_path = prepared_model(self.settings)
+                pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+            except BaseException:
+                phonemizer.cancel()
+                raise
+            self.synthesizer = Synthesizer(
+                pool, phonemizer.result(), voices, first_chunk_tokens=self.settings.first_chunk_tokens
+            )
         self.load_seconds = time.perf_counter() - t0
         log.info("model loaded", extra={"model": str(self.model_path), "seconds": round(self.load_seconds, 2),
                                         "voices": len(voices.builtin_ids), "workers": self.settings.workers})

@@ -15,7 +15,7 @@ import numpy as np
 
 from .engine.pool import SAMPLE_RATE, EnginePool
 from .errors import InvalidRequest
-from .text.chunker import Chunk, chunk_text
+from .text.chunker import FIRST_CHUNK_TOKENS, Chunk, chunk_text
 from .text.g2p import Phonemizer, vocab
 from .voices import VoiceStore
 
@@ -102,14 +102,22 @@ def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> li
 
 
 class Synthesizer:
-    def __init__(self, pool: EnginePool, phonemizer: Phonemizer, voices: VoiceStore) -> None:
+    def __init__(
+        self,
+        pool: EnginePool,
+        phonemizer: Phonemizer,
+        voices: VoiceStore,
+        first_chunk_tokens: int = FIRST_CHUNK_TOKENS,
+    ) -> None:
         self.pool = pool
+        self.first_chunk_tokens = first_chunk_tokens
         self.phonemizer = phonemizer
         self.voices = voices
         self._vocab = vocab()
 
     def _chunks(self, text: str, british: bool, short_first: bool) -> Iterator[Chunk]:
-        return chunk_text(text, lambda s: self.phonemizer.words(s, british), short_first=short_first)
+        words = lambda s: self.phonemizer.words(s, british)  # noqa: E731
+        return chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
 
     def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options) -> Segment | None:
         """Next chunk -> audio (runs on a worker thread). None when the text is exhausted."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import cache_dir, voices_path
 
 SAMPLES_PER_FRAME = 600
@@ -125,6 +126,7 @@ def test_float_variant_matches_int8(prepared, feeds):
     Before the predictor was kept int8, F0 drift (integrated into phase) put the correlation at ~0.5.
     """
     import onnx
+
     from kokoro_api.engine.prepare import find_prosody_tensors
 
     prosody = find_prosody_tensors(onnx.load(os.fspath(prepared["int8"])).graph)
@@ -153,6 +155,31 @@ def test_float_variant_has_float_decoder(prepared):
 
     ops = {n.op_type for n in onnx.load(os.fspath(prepared["float"])).graph.node if "generator" in n.name}
     assert "Conv" in ops and "ConvInteger" not in ops and "DynamicQuantizeLinear" not in ops
+
+
+def test_convs_run_as_2d_with_the_same_output(source, prepared, feeds):
+    """The float variant runs its 1-D convolutions as 2-D ones (NCHWc kernels); the audio is unchanged."""
+    import onnx
+
+    from kokoro_api.engine.prepare import _add_duration_output, _convs_as_2d, _dequantize
+
+    graph = onnx.load(os.fspath(prepared["float"])).graph
+    weights = {t.name: t for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv" and n.input[1] in weights]
+    assert convs and all(len(weights[n.input[1]].dims) == 4 for n in convs if "generator" in n.name)
+
+    model = _add_duration_output(onnx.load(os.fspath(source)))
+    _dequantize(model)
+    one_d = session(model.SerializeToString())
+    assert _convs_as_2d(model) >= 70  # the decoder's convolutions
+    assert _convs_as_2d(model) == 0  # idempotent: nothing 1-D left
+    two_d = session(prepared["float"])
+    for feed in feeds[:2]:
+        a, b = run(one_d, feed), run(two_d, feed)
+        np.testing.assert_array_equal(b["durations"], a["durations"])
+        assert a["audio"].shape == b["audio"].shape
+        assert corr(a["audio"], b["audio"]) > 0.9999
+        np.testing.assert_allclose(b["audio"], a["audio"], atol=2e-3)
 
 
 def test_cache_is_reused(source, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from ..schemas import SpeechRequest
-from .download import audio_store
 from .deps import AdmissionDep, RuntimeDep, SettingsDep
+from .download import audio_store
 from .respond import AUDIO_RESPONSES, SynthesisJob, audio_response, timestamps_response
 
 router = APIRouter(tags=["speech"])

@@ -12,8 +12,12 @@ Two graph rewrites, both done once with the ``onnx`` package and cached on disk:
   ``Conv``, ``LSTM``), and no per-call activation quantization. By default only the decoder is rewritten:
   the text side (ALBERT, prosody predictor) stays int8 so that durations and the F0/energy curves are
   bit-identical to the int8 model's (see :func:`_dequantize` for why that matters).
+* :func:`_convs_as_2d` then runs every float 1-D ``Conv`` as a 2-D one over a height-1 image
+  (``Unsqueeze -> Conv [1, k] -> Squeeze``): ONNX Runtime's NCHWc layout and its direct-convolution kernels
+  only apply to 2-D convolutions, and the decoder is ~60 % convolutions. Same arithmetic, ~10 % less time.
 
-:func:`prepare_model` chains them (``variant="int8"``: durations only; ``"float"``: durations + de-quantized)
+:func:`prepare_model` chains them (``variant="int8"``: durations only; ``"float"``: durations + de-quantized
++ 2-D convolutions)
 and caches the result under ``cache_dir``, keyed by the source's sha256 and the variant, written atomically.
 """
 
@@ -46,7 +50,7 @@ SAMPLES_PER_FRAME = 600
 SAMPLE_RATE = 24_000
 
 #: Bump when a rewrite changes, so that caches made by older code are not reused.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 
 _DOMAIN_MS = "com.microsoft"
 
@@ -422,6 +426,50 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
     return stats
 
 
+def _convs_as_2d(model: onnx.ModelProto) -> int:
+    """Rewrite in place every 1-D ``Conv`` with a float32 initializer weight as a 2-D ``Conv``.
+
+    ``y = Conv1d(x, w)`` becomes ``Squeeze(Conv2d(Unsqueeze(x, 2), w[:, :, None, :]), 2)`` with the kernel,
+    stride, dilation and pads given a leading height of 1 (height pads 0). The result is the same numbers;
+    what changes is that ONNX Runtime's graph optimizer can put the 2-D convolutions (and the element-wise
+    ops between them) in its blocked NCHWc layout. Returns how many convolutions were rewritten.
+    """
+    graph = model.graph
+    g = _Graph(graph)
+    axis = "kokoro_api/axis_2"
+    new_inits: dict[str, onnx.TensorProto] = {}
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        w = g.init.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w is None or len(w.dims) != 3 or w.data_type != TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        count += 1
+        w2d = f"{w.name}_2d"
+        if w2d not in new_inits:
+            new_inits[w2d] = numpy_helper.from_array(numpy_helper.to_array(w)[:, :, None, :], w2d)
+        attrs = _attrs(node)
+        for key in ("kernel_shape", "strides", "dilations"):
+            if key in attrs:
+                attrs[key] = [1, *attrs[key]]  # type: ignore[misc]
+        if "pads" in attrs:
+            begin, end = attrs["pads"]  # type: ignore[misc]
+            attrs["pads"] = [0, begin, 0, end]
+        x4, y4, name = f"{node.output[0]}_x2d", f"{node.output[0]}_y2d", node.name
+        nodes.append(helper.make_node("Unsqueeze", [node.input[0], axis], [x4], name=f"{name}_unsqueeze"))
+        nodes.append(helper.make_node("Conv", [x4, w2d, *node.input[2:]], [y4], name=f"{name}_2d", **attrs))
+        nodes.append(helper.make_node("Squeeze", [y4, axis], [node.output[0]], name=f"{name}_squeeze"))
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        graph.initializer.extend(new_inits.values())
+        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axis))
+        _prune(graph)  # the 3-D weights feed nothing now
+        _check_topological(graph)
+    return count
+
+
 def _check_topological(graph: onnx.GraphProto) -> None:
     known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     for node in graph.node:
@@ -523,6 +571,7 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
     stats: dict[str, int] = {}
     if variant == "float":
         stats = _dequantize(model)
+        stats["conv_2d"] = _convs_as_2d(model)
     onnx.checker.check_model(model, full_check=False)
     _atomic_write_bytes(dst, model.SerializeToString())
     log.info("prepared %s model %s in %.1f s %s", variant, dst, time.perf_counter() - t0, stats or "")

@@ -1,8 +1,11 @@
 """Split text into model-sized chunks: by sentence, then clause, then word. Nothing is ever dropped.
 
 One Kokoro call takes at most 510 phoneme tokens. Short chunks bring the first audio sooner; longer
-ones waste less per call. So the first chunk of a streamed request is the first clause (or a few
-words) and later chunks pack whole sentences up to ``target`` tokens.
+ones waste less per call (and join more smoothly). So a streamed request ramps up: its first chunk holds
+at most FIRST_CHUNK_TOKENS (a few words, cut at a clause end when one fits), and each next chunk may be
+RAMP times longer, until chunks pack whole sentences up to ``target`` tokens. Each chunk is computed
+while the previous one plays, and its audio lasts longer than its computation (real-time factor < 1),
+so the stream keeps ahead of the listener.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from .g2p import Word
 
 MAX_TOKENS = 510
 TARGET_TOKENS = 250
-FIRST_CHUNK_TOKENS = 60
+FIRST_CHUNK_TOKENS = 16
+RAMP = 2
 
 # Pauses inserted after a chunk, by what ends it (seconds). The model's own edge silence adds to these.
 PAUSE_PARAGRAPH = 0.25
@@ -113,42 +117,57 @@ def chunk_text(
     phonemize: Callable[[str], list[Word]],
     *,
     short_first: bool = False,
+    first: int = FIRST_CHUNK_TOKENS,
     target: int = TARGET_TOKENS,
     limit: int = MAX_TOKENS,
 ) -> Iterator[Chunk]:
-    """Lazily turn text into chunks (phonemizing sentence by sentence, so the first chunk is ready fast)."""
+    """Lazily turn text into chunks (phonemizing sentence by sentence, so the first chunk is ready fast).
+
+    ``short_first``: ramp up from a chunk of at most ``first`` tokens (x RAMP per chunk) to ``target``.
+    """
     pending: list[Word] = []
     pending_pause = PAUSE_NONE
-    first = short_first
+    cap = min(target, first) if short_first else target
+
+    def emit(words: list[Word], pause: float) -> Chunk:
+        nonlocal cap
+        cap = min(target, cap * RAMP)
+        return Chunk(tuple(words), pause)
+
     for sentence, ends_paragraph in split_sentences(text):
         for piece, pause in _fit(phonemize(sentence), limit):
             if ends_paragraph and pause == PAUSE_SENTENCE:
                 pause = PAUSE_PARAGRAPH
-            if first:
-                first = False
-                head = _first_piece(piece)
-                if len(head) < len(piece):
-                    yield Chunk(tuple(head), PAUSE_CLAUSE if _CLAUSE_END.search(head[-1].text) else PAUSE_NONE)
-                    piece = piece[len(head) :]
-                else:
-                    yield Chunk(tuple(piece), pause)
+            while cap < target and _tokens(pending + piece) > cap:  # ramping up: cut inside the piece
+                if pending:
+                    yield emit(pending, pending_pause)
+                    pending = []
                     continue
-            if pending and _tokens(pending + piece) > target:
-                yield Chunk(tuple(pending), pending_pause)
-                pending = []
-            pending = pending + piece
-            pending_pause = pause
+                head, piece = _lead(piece, cap)
+                if not piece:
+                    yield emit(head, pause)
+                    break
+                yield emit(head, PAUSE_CLAUSE if _CLAUSE_END.search(head[-1].text) else PAUSE_NONE)
+            else:
+                if pending and _tokens(pending + piece) > cap:
+                    yield emit(pending, pending_pause)
+                    pending = []
+                pending = pending + piece
+                pending_pause = pause
     if pending:
         yield Chunk(tuple(pending), pending_pause)
 
 
-def _first_piece(words: list[Word]) -> list[Word]:
-    """The first clause, or as many words as fit FIRST_CHUNK_TOKENS (at least one word)."""
+def _lead(words: list[Word], cap: int) -> tuple[list[Word], list[Word]]:
+    """Split off the longest head of at most ``cap`` tokens (at least one word), ending at the last
+    clause end inside it if there is one."""
     head: list[Word] = []
+    cut = 0
     for w in words:
-        if head and _tokens(head + [w]) > FIRST_CHUNK_TOKENS:
+        if head and _tokens(head + [w]) > cap:
             break
         head.append(w)
-        if _CLAUSE_END.search(w.text) or _SENTENCE_END.search(w.text):
-            break
-    return head
+        if _CLAUSE_END.search(w.text):
+            cut = len(head)
+    n = cut or len(head)
+    return words[:n], words[n:]

