@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,17 +38,13 @@ PUBLIC_CRD_LOCATION = (
 
 
 def kubeconform_binary() -> str:
-    for candidate in (
-        os.environ.get("KUBECONFORM"),
-        shutil.which("kubeconform"),
-        str(Path.home() / "go" / "bin" / "kubeconform"),
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise SystemExit(
-        "error: kubeconform not found: install it with "
-        "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0` or set KUBECONFORM"
-    )
+    found = render.find_tool("kubeconform", "KUBECONFORM")
+    if found is None:
+        raise SystemExit(
+            "error: kubeconform not found: install it with "
+            "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0` or set KUBECONFORM"
+        )
+    return found
 
 
 def schema_locations(schemas_dir: str | None) -> list[str]:

@@ -188,18 +188,22 @@ def find_kustomization_dirs(root: Path = REPO_ROOT) -> list[Path]:
 # --------------------------------------------------------------------------- kustomize
 
 
-def kustomize_binary() -> str:
-    for candidate in (
-        os.environ.get("KUSTOMIZE"),
-        shutil.which("kustomize"),
-        str(Path.home() / "go" / "bin" / "kustomize"),
-    ):
+def find_tool(name: str, env: str) -> str | None:
+    """A Go-installed tool: ``$env``, else on PATH, else ``~/go/bin/<name>``; None if none is a file."""
+    for candidate in (os.environ.get(env), shutil.which(name), str(Path.home() / "go" / "bin" / name)):
         if candidate and Path(candidate).is_file():
             return candidate
-    raise RenderError(
-        "kustomize not found: install it (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1) "
-        "or set KUSTOMIZE"
-    )
+    return None
+
+
+def kustomize_binary() -> str:
+    found = find_tool("kustomize", "KUSTOMIZE")
+    if found is None:
+        raise RenderError(
+            "kustomize not found: install it (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1) "
+            "or set KUSTOMIZE"
+        )
+    return found
 
 
 def _flux_generated_resources(directory: Path) -> list[Path]:

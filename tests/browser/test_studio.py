@@ -22,6 +22,19 @@ def _wait(driver, predicate, timeout=60.0, what="condition"):
         raise AssertionError(f"timed out waiting for {what}; browser console:\n{logs}") from exc
 
 
+def _wait_generated(driver, what: str) -> None:
+    """Until the waveform of a finished generation is drawn and the Generate button is enabled again."""
+    _wait(
+        driver,
+        lambda d: (
+            _by_id(d, "waveform").get_attribute("data-drawn") == "true"
+            and d.execute_script("return !document.getElementById('generate').disabled")
+        ),
+        120,
+        what,
+    )
+
+
 def _console(driver) -> str:
     try:
         return "\n".join(f"{e['level']}: {e['message']}" for e in driver.get_log("browser"))
@@ -191,15 +204,7 @@ def test_wav_generation_and_history_delete(browser, server_url):
     driver.find_element("css selector", "input[name=format][value=wav]").click()
     before = len(driver.find_elements("css selector", "#history-list li"))
     _by_id(driver, "script").send_keys(Keys.CONTROL, Keys.ENTER)  # the keyboard shortcut
-    _wait(
-        driver,
-        lambda d: (
-            _by_id(d, "waveform").get_attribute("data-drawn") == "true"
-            and d.execute_script("return !document.getElementById('generate').disabled")
-        ),
-        120,
-        "a WAV generation",
-    )
+    _wait_generated(driver, "a WAV generation")
     assert not _error_text(driver), _error_text(driver)
     assert _by_id(driver, "download").get_attribute("download").endswith(".wav")
     items = driver.find_elements("css selector", "#history-list li")
@@ -296,14 +301,6 @@ def test_api_key_is_asked_for_and_used(browser, keyed_server_url, api_key):
     assert not _error_text(driver)
     _set_script(driver, "Keyed.")
     _by_id(driver, "generate").click()
-    _wait(
-        driver,
-        lambda d: (
-            _by_id(d, "waveform").get_attribute("data-drawn") == "true"
-            and d.execute_script("return !document.getElementById('generate').disabled")
-        ),
-        120,
-        "a generation",
-    )
+    _wait_generated(driver, "a generation")
     assert not _error_text(driver), _error_text(driver)
     driver.execute_script("localStorage.removeItem('kokoro-studio-api-key')")
