@@ -160,3 +160,26 @@ def test_disconnect_mid_stream_frees_the_worker(tmp_path):
         assert r.status_code == 200, r.text
         assert t_next < max(5 * t_short, 3.0), (t_next, t_short)  # slack for a loaded CI machine
         assert t_next < 0.1 * t_long_estimate, (t_next, t_long_estimate)
+
+
+def test_stream_ramps_up_only_when_nobody_waits(client):
+    """An uncontended stream starts with a short chunk; one admitted while others queue uses full-size
+    chunks (its first audio is late anyway, and short chunks cost more per audio second)."""
+    import asyncio
+
+    from kokoro_api.admission import Admission, Lease
+    from kokoro_api.api.respond import SynthesisJob, _stream_bytes
+
+    job = SynthesisJob(client.app.state.runtime, TEXT, "af_heart", 1.0, "pcm", True)
+
+    async def pieces(ramp: bool) -> list[int]:
+        admission = Admission(slots=1, max_queue=0, max_wait_s=1)
+        lease = await admission.acquire()
+        assert isinstance(lease, Lease)
+        return [len(b) async for b in _stream_bytes(job, lease, ramp=ramp)]
+
+    ramped, flat = asyncio.run(pieces(True)), asyncio.run(pieces(False))
+    assert len(ramped) > len(flat) >= 1, (ramped, flat)
+    assert ramped[0] < flat[0] / 3  # the first piece is a few words, not the first sentence
+    # same speech either way (joins trim a little edge silence differently)
+    assert abs(sum(ramped) - sum(flat)) / sum(flat) < 0.08

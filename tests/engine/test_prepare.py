@@ -195,6 +195,20 @@ def test_cache_is_reused(source, tmp_path):
     assert prepare_model(source, tmp_path, "float") != first  # per-variant files
 
 
+def test_stale_versions_are_removed(source, tmp_path):
+    from kokoro_api.engine.prepare import PREPARE_VERSION, prepare_model, prepared_path
+
+    current = prepared_path(source, tmp_path, "int8")
+    older = current.with_name(current.name.replace(f"-v{PREPARE_VERSION}.", "-v1."))
+    other_variant = prepared_path(source, tmp_path, "float").with_name(older.name.replace("int8", "float"))
+    current.parent.mkdir(parents=True)
+    older.write_bytes(b"old")
+    other_variant.write_bytes(b"old float")
+    assert prepare_model(source, tmp_path, "int8") == current
+    assert not older.exists()  # same source and variant, older version: gone
+    assert other_variant.exists()  # another variant's file is not this call's business
+
+
 def test_corrupt_source_is_a_clear_error(source, tmp_path):
     from kokoro_api.engine.prepare import PrepareError, prepare_model
 

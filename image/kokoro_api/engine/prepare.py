@@ -575,4 +575,10 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
     onnx.checker.check_model(model, full_check=False)
     _atomic_write_bytes(dst, model.SerializeToString())
     log.info("prepared %s model %s in %.1f s %s", variant, dst, time.perf_counter() - t0, stats or "")
+    # Files an older PREPARE_VERSION made of the same source and variant are never used again (~260 MB).
+    for stale in dst.parent.glob(dst.name.replace(f"-v{PREPARE_VERSION}.onnx", "-v*.onnx")):
+        if stale != dst:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                log.info("removed stale prepared model %s", stale)
     return dst
