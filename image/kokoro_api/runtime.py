@@ -24,12 +24,12 @@ def prepared_model(settings: Settings, progress: bool = False) -> Path:
     """Resolve the model, then add the durations output and pick the variant (cached on disk)."""
     source = resolve_model(settings.model_path, settings.cache_dir, progress=progress)
     try:
-        from .engine.prepare import prepare_model
+        from .engine.prepare import prepare_in_subprocess
     except ImportError:  # preparation not available: run the model as it is
         return source
     variant = "float" if settings.model_variant == "auto" else settings.model_variant
     try:
-        return prepare_model(source, settings.cache_dir, variant)
+        return prepare_in_subprocess(source, settings.cache_dir, variant)
     except Exception as exc:  # onnx raises DecodeError & co. for a truncated or corrupt file
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None
