@@ -25,7 +25,7 @@ if [[ $force == 0 ]] && "${podman[@]}" image exists "$BASE_IMAGE"; then
 fi
 
 for tool in podman runc debootstrap; do
-  command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install podman runc debootstrap)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install podman runc catatonit debootstrap)" >&2; exit 2; }
 done
 
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"

@@ -281,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down", action="store_true", help="only tear down a pod left by --keep")
     args = p.parse_args(argv)
 
-    for tool in ("podman", "runc"):
+    for tool in ("podman", "runc", "catatonit"):  # catatonit: the pause process of `podman kube play`
         if shutil.which(tool) is None:
-            raise SystemExit(f"error: {tool} is missing: apt-get install podman runc debootstrap")
+            raise SystemExit(f"error: {tool} is missing: apt-get install podman runc catatonit debootstrap")
     work = Path(tempfile.mkdtemp(prefix="kokoro-e2e-"))
     report: dict = {"image": args.tag, "steps": {}}
     t_all = time.monotonic()

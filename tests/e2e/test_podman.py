@@ -34,9 +34,9 @@ def _required() -> bool:
 
 @pytest.fixture(scope="module")
 def podman_available():
-    missing = [t for t in ("podman", "runc", "debootstrap") if shutil.which(t) is None]
+    missing = [t for t in ("podman", "runc", "catatonit", "debootstrap") if shutil.which(t) is None]
     if missing:
-        msg = f"{', '.join(missing)} not installed (apt-get install podman runc debootstrap)"
+        msg = f"{', '.join(missing)} not installed (apt-get install podman runc catatonit debootstrap)"
         if _required():
             pytest.fail(f"the e2e test is required here (CI / KOKORO_REQUIRE_E2E=1) but {msg}")
         pytest.skip(msg)
