@@ -139,6 +139,10 @@ RAW_BODIES = [
     b'{"input": "Hi", "voice": "af_heart(NaN)"}',
     b'{"input": "Hi", "voice": "af_heart(-1)+af_sky(1)"}',
     b'{"input": "Hi", "voice": "af_heart(1e400)"}',
+    b'{"input": "Hi", "voice": "af_heart(' + b" " * 3_000 + b'"}',
+    b'{"input": "Hi", "voice": "' + b"+".join([b"af_heart"] * 100) + b'"}',
+    b'{"input": "Hi", "voice": "' + b"a" * 5_000 + b'"}',
+    b'{"input": "Hi", "voice": "af_heart(1)' + b"+" * 40 + b'"}',
     b'{"input": "Hi", "response_format": "exe"}',
     b'{"input": "Hi", "response_format": null}',
     b'{"input": "Hi", "stream_format": "video"}',
@@ -187,7 +191,26 @@ def test_duplicate_keys_take_the_last_value(client):
 def test_wrong_content_types_are_4xx(client, content_type):
     headers = {"content-type": content_type} if content_type else {}
     r = client.post("/v1/audio/speech", content=json.dumps({"input": "Hi"}).encode(), headers=headers)
-    assert r.status_code < 500, r.text[:300]
+    err = assert_error(r, 400, "ValidationError")
+    assert "application/json" in err["message"]
+
+
+HOSTILE_VOICES = [
+    "af_heart(" + " " * 1_000,  # was cubic in a backtracking regex: seconds per request
+    " " * 1_000 + "af_heart(1" + " " * 10,
+    "+".join(["af_heart"] * 100),  # more terms than a mix may have
+    "a" * 5_000,  # longer than any voice field may be
+    "af_heart(1)" + "+" * 40,
+    "af_heart(1e308)+af_sky(1e308)",
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("voice", HOSTILE_VOICES, ids=range(len(HOSTILE_VOICES)))
+def test_hostile_voices_are_400(client, voice):
+    assert_error(speech(client, input="Hi", voice=voice), 400)
+    assert_error(client.post("/synthesize", json={"text": "Hi", "voice_id": voice}), 400)
+    assert_error(client.post("/v1/audio/voices", json={"name": "hostile", "mix": voice}), 400)
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,24 @@ def test_unknown_route_is_404_and_body_limit_413(client, settings):
     assert_error(client.post("/v1/audio/speech", content=big, headers={"content-type": "application/json"}), 413)
 
 
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/synthesize", "/synthesize/batch", "/v1/audio/voices"])
+def test_chunked_body_over_limit_is_413(client, settings, path):
+    """No Content-Length (chunked): the limit is enforced as the body streams in, still a 413, not a 400."""
+    chunk = b"a" * 65536
+    n = settings.max_body_bytes // len(chunk) + 2
+
+    def body():
+        yield b'{"input": "'
+        for _ in range(n):
+            yield chunk
+        yield b'"}'
+
+    r = client.post(path, content=body(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    err = assert_error(r, 413, "PayloadTooLarge")
+    assert str(settings.max_body_bytes) in err["message"]
+
+
 def test_voices_and_models(client):
     voices = client.get("/v1/audio/voices").json()["voices"]
     ids = {v["id"] for v in voices}

@@ -98,9 +98,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_details(exc)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json" and any(e["field"] == "body" for e in errors):
+            summary = f"the body must be JSON sent as Content-Type: application/json (got {content_type or 'none'})"
         return JSONResponse(error_body("ValidationError", f"Invalid request: {summary}", {"errors": errors}), 400)
 
     @app.exception_handler(StarletteHTTPException)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MODEL_IDS = ("kokoro", "tts-1", "tts-1-hd")
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
+MAX_VOICE_CHARS = 1024  # a mix of 32 voices with weights fits easily
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
@@ -19,7 +20,9 @@ class SpeechRequest(BaseModel):
     model: Literal["kokoro", "tts-1", "tts-1-hd"] = Field("kokoro", description="Any of these runs Kokoro-82M.")
     input: str = Field(..., description="Text to speak: 1..4096 characters after stripping (configurable).")
     voice: str | None = Field(
-        None, description="Voice id, or a weighted mix 'af_bella(2)+af_sky(1)'. Default: KOKORO_DEFAULT_VOICE."
+        None,
+        max_length=MAX_VOICE_CHARS,
+        description="Voice id, or a weighted mix 'af_bella(2)+af_sky(1)'. Default: KOKORO_DEFAULT_VOICE.",
     )
     response_format: AudioFormat = Field("mp3", description="Audio encoding of the response.")
     speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX, description="Speaking rate, 0.25-4.0.")
@@ -63,7 +66,9 @@ class SynthesizeRequest(BaseModel):
 
     text: str = Field(..., description="Text to speak (same limits as `input` on /v1/audio/speech).")
     voice_id: str | None = Field(
-        None, description="Voice id, saved mix name or weighted mix 'af_bella(2)+af_sky(1)'. "
+        None,
+        max_length=MAX_VOICE_CHARS,
+        description="Voice id, saved mix name or weighted mix 'af_bella(2)+af_sky(1)'. "
         "Default: KOKORO_DEFAULT_VOICE."
     )
     language: str = Field(
@@ -103,4 +108,6 @@ class SaveVoiceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., description="1-64 of A-Z a-z 0-9 _ -; not a built-in voice id.")
-    mix: str = Field(..., description="A mix of built-in voices, e.g. 'af_bella(2)+af_sky(1)'.")
+    mix: str = Field(
+        ..., max_length=MAX_VOICE_CHARS, description="A mix of built-in voices, e.g. 'af_bella(2)+af_sky(1)'."
+    )
