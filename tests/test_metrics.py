@@ -41,6 +41,8 @@ def test_synthesis_metrics_after_requests(client):
     r = speech(client, input="Streamed metrics.", response_format="mp3", stream_format="audio")
     assert r.status_code == 200
     assert speech(client, input="Hi", voice="nobody").status_code == 400
+    ogg = client.post("/synthesize", json={"text": "Ogg metrics.", "output_format": "ogg"})
+    assert ogg.status_code == 200
     after = samples(client)
 
     def delta(name, **labels):
@@ -65,6 +67,8 @@ def test_synthesis_metrics_after_requests(client):
     assert delta("kokoro_time_to_first_audio_seconds_count", route=route, streamed="false") == 1
     assert delta("kokoro_real_time_factor_count", route=route) == 2
     assert delta("kokoro_audio_seconds_total", route=route, format="wav") > 0.5
+    assert delta("tts_requests_total", route="/synthesize", format="ogg", status="200") == 1
+    assert delta("tts_audio_size_bytes_sum", route="/synthesize", format="ogg") == len(ogg.content)
     assert value(after, "kokoro_model_loaded") == 1
     assert value(after, "kokoro_queue_depth") == 0
     assert value(after, "kokoro_inflight_syntheses") == 0
@@ -103,6 +107,29 @@ def test_request_id_is_echoed_or_generated(client):
     # also on errors and on streamed audio
     assert "x-request-id" in speech(client, input="Hi", voice="nobody").headers
     assert "x-request-id" in speech(client, input="Hi.", response_format="pcm", stream_format="audio").headers
+
+
+def test_a_server_error_is_500_in_the_error_shape_with_its_request_id(settings, caplog):
+    """An unexpected exception: a 500 without internals, quoting the request id that the log line has."""
+    from fastapi.testclient import TestClient
+
+    from kokoro_api.app import create_app
+
+    app = create_app(settings)
+
+    def boom():
+        raise RuntimeError("secret internals /etc/passwd")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level(logging.INFO):
+        r = c.get("/boom", headers={"X-Request-ID": "trace-500"})
+    assert r.status_code == 500
+    assert r.headers["x-request-id"] == "trace-500"
+    body = r.json()
+    assert body["error"] == "InternalError" and body["details"] == {"request_id": "trace-500"}
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    logged = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "trace-500"]
+    assert any(rec.exc_info for rec in logged) and any(getattr(rec, "status", None) == 500 for rec in logged)
 
 
 def test_one_log_line_per_request_without_text(client, caplog):

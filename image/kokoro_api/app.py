@@ -42,7 +42,7 @@ async def _load(app: FastAPI) -> None:
         rt.error = str(exc)
         log.error("start-up failed: %s", exc)
     except Exception as exc:  # keep the process up so /healthz can report it; Kubernetes restarts it
-        rt.error = f"{type(exc).__name__}: {exc}"
+        rt.error = f"Start-up failed unexpectedly ({type(exc).__name__}); the server log has the cause."
         log.exception("start-up failed")
 
 

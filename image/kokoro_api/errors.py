@@ -114,5 +114,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("InternalError", "The server failed to process the request."), 500)
+        request_id = getattr(request.state, "request_id", None)  # set by RequestLog
+        log.exception("unhandled error on %s %s", request.method, request.url.path,
+                      extra={"request_id": request_id})
+        message = "The server failed to process the request."
+        if request_id is None:
+            return JSONResponse(error_body("InternalError", message), 500)
+        body = error_body("InternalError", f"{message} Quote request id {request_id}.", {"request_id": request_id})
+        return JSONResponse(body, 500, headers={"X-Request-ID": request_id})

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .requestlog import RequestRecord
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-FORMATS = frozenset({"mp3", "opus", "aac", "flac", "wav", "pcm"})
+FORMATS = frozenset({"mp3", "opus", "aac", "flac", "wav", "pcm", "ogg"})  # ogg: /synthesize output_format
 SYNTHESIS_PREFIXES = ("/v1/audio/speech", "/synthesize")
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)

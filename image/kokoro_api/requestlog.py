@@ -126,6 +126,7 @@ class RequestLog:
             rec.active = self.metrics.job_started(rec.route)
 
         rec.on_first_job = first_job
+        scope.setdefault("state", {})["request_id"] = rec.request_id  # for the 500 handler, outside this
         header = (REQUEST_ID_HEADER, rec.request_id.encode())
         complete = False
 

@@ -68,7 +68,11 @@ def load_bundle(path: Path | None) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise StartupError(f"Voice file {path} does not exist (KOKORO_VOICES_PATH).") from None
     except Exception as exc:  # numpy raises many types for a corrupt file
-        raise StartupError(f"Voice file {path} cannot be read as a voice bundle: {exc}") from None
+        log.error("voice bundle %s unreadable: %r", path, exc)
+        raise StartupError(
+            f"Voice file {path} cannot be read as a voice bundle ({type(exc).__name__}); expected an .npz "
+            "of (510, 1, 256) float32 arrays or a folder of .npy files."
+        ) from None
     if not voices:
         raise StartupError(f"No voices found in {path} (expected .npz or a folder of .npy files).")
     for name, arr in voices.items():
