@@ -30,6 +30,13 @@ DEFAULT_VOICES = "/work/shared/kokoro/voices-v1.0-en.npz"
 READY_TIMEOUT_S = float(os.environ.get("KOKORO_TEST_READY_TIMEOUT", "300"))
 
 
+def _unavailable(msg: str) -> None:
+    """Skip, unless this machine must run the browser tests (CI sets KOKORO_REQUIRE_BROWSER=1): then fail."""
+    if os.environ.get("KOKORO_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"the browser tests are required here (KOKORO_REQUIRE_BROWSER=1) but {msg}")
+    pytest.skip(msg)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,7 +85,7 @@ def _serve(tmp_dir: Path, **extra_env: str):
     """Run ``kokoro-api serve`` on a free 127.0.0.1 port until the block ends; yields its base URL."""
     voices = _voices_path()
     if voices is None:
-        pytest.skip("no voice bundle (set KOKORO_VOICES_PATH)")
+        _unavailable("there is no voice bundle (set KOKORO_VOICES_PATH)")
     port = _free_port()
     log = tmp_dir / "kokoro-api.log"
     env = dict(os.environ, KOKORO_VOICES_PATH=voices, KOKORO_HOST="127.0.0.1", KOKORO_PORT=str(port))
@@ -183,11 +190,11 @@ def _make_driver(profile: Path, downloads: Path, width: int, height: int):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        msg = f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})"
-        if os.environ.get("KOKORO_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"the browser tests are required here (KOKORO_REQUIRE_BROWSER=1) but it {msg}")
-        pytest.skip(msg)
-    pytest.importorskip("selenium")
+        _unavailable(f"Debian's chromium and chromium-driver are missing ({CHROMIUM}, {CHROMEDRIVER})")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        _unavailable("selenium is not installed (pip install -e '.[dev]')")
     # Never let selenium-manager fetch a browser or driver.
     os.environ["SE_OFFLINE"] = "true"
     root = tmp_path_factory.mktemp("chromium")

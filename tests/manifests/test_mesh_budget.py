@@ -92,10 +92,6 @@ def test_queue_wait_ends_before_the_mesh_gives_up(virtualservice, container) -> 
 
 def test_grace_period_outlasts_the_drain(deployment, container) -> None:
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    from kokoro_api.config import Settings
-
-    if "graceful_timeout_s" not in Settings.model_fields:
-        pytest.skip("the service has no graceful shutdown setting yet (issue 7)")
     drain = effective_setting(container, "graceful_timeout_s")
     assert grace > drain, "Kubernetes would kill the drain"
     longest_stream = (
