@@ -398,8 +398,9 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
             stats[op] += 1
             replaced[id(node)] = new
 
-    if not replaced:
-        raise PrepareError("no quantized operators found: is this already a float model?")
+    if not replaced:  # an fp32 export: already float, the variant differs only by its 2-D convolutions
+        log.info("no quantized operators in the source: it is already a float model")
+        return stats
 
     # Rebuild the node list in order. A replacement node takes the place of the integer op; its output
     # is the float tensor the old scale Mul produced, so drop those Muls (they would define it twice).
