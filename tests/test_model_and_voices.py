@@ -182,3 +182,31 @@ def test_pull_offline_is_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("kokoro_api.pull.VOICE_URL", "http://127.0.0.1:9/{name}.pt")
     with pytest.raises(StartupError, match="needs the internet"):
         pull_voices(tmp_path, timeout=5)
+
+
+def test_pull_through_a_captive_portal_is_clear_error(tmp_path, monkeypatch):
+    """A proxy answering HTML instead of the voice file: a clear message, nothing written."""
+    import http.server
+    import threading
+
+    class Portal(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = b"<html><body>Please log in to the hotel Wi-Fi</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr("kokoro_api.pull.VOICE_URL", f"http://127.0.0.1:{server.server_port}/{{name}}.pt")
+        with pytest.raises(StartupError, match="not a torch voice file.*captive portal"):
+            pull_voices(tmp_path, timeout=5)
+    finally:
+        server.shutdown()
+    assert not list(tmp_path.glob("*.npz"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import Settings
-from .errors import StartupError
+from .errors import APIError, StartupError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -80,6 +80,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+SAY_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit code 2."""
+
+
 def cmd_say(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -88,12 +95,21 @@ def cmd_say(args: argparse.Namespace) -> int:
     from .audio.encode import Encoder
     from .runtime import Runtime
 
+    from .schemas import SPEED_MAX, SPEED_MIN
+
     settings = _settings(args)
     text = args.text if args.text != "-" else sys.stdin.read()
     out = Path(args.output)
     fmt = args.format or out.suffix.lstrip(".").lower() or "mp3"
     if fmt == "ogg":
         fmt = "opus"
+    if fmt not in SAY_FORMATS:
+        raise UsageError(f"cannot tell the audio format from {out.name!r}: use one of "
+                         f"{', '.join(SAY_FORMATS)} as the extension, or -f")
+    if not SPEED_MIN <= args.speed <= SPEED_MAX:
+        raise UsageError(f"--speed must be within {SPEED_MIN}-{SPEED_MAX}, got {args.speed}")
+    if not text.strip():
+        raise UsageError("there is no text to speak")
     rt = Runtime(settings)
     rt.load()
 
@@ -113,6 +129,9 @@ def cmd_say(args: argparse.Namespace) -> int:
 
     try:
         seconds = asyncio.run(run())
+    except BaseException:  # no half-written file left behind as if it were the result
+        out.unlink(missing_ok=True)
+        raise
     finally:
         rt.close()
     print(f"wrote {out} ({seconds:.1f} s of audio)", file=sys.stderr)
@@ -144,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("-o", "--output", required=True, help="output file (format from the extension)")
     y.add_argument("-v", "--voice", help="voice id or mix")
     y.add_argument("-s", "--speed", type=float, default=1.0)
-    y.add_argument("-f", "--format", choices=["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    y.add_argument("-f", "--format", choices=SAY_FORMATS)
     common(y)
     y.set_defaults(func=cmd_say)
     return p
@@ -154,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except StartupError as exc:
+    except (StartupError, UsageError) as exc:
         print(f"kokoro-api: {exc}", file=sys.stderr)
+        return 2
+    except APIError as exc:  # the same checks as the HTTP API (unknown voice, nothing speakable, ...)
+        print(f"kokoro-api: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

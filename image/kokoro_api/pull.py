@@ -127,7 +127,13 @@ def pull_voices(cache_dir: Path, timeout: float = 30.0) -> Path:
                 f"Cannot download {url} ({exc}). `models pull` needs the internet; offline, point "
                 "KOKORO_VOICES_PATH at an existing bundle such as ../shared/kokoro/voices-v1.0-en.npz."
             ) from None
-        arr = pt_to_array(data)
+        try:
+            arr = pt_to_array(data)
+        except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError, KeyError, EOFError) as exc:
+            raise StartupError(
+                f"{url} is not a torch voice file ({exc}); a proxy or captive portal may have answered "
+                "instead. Nothing was written."
+            ) from None
         check_voice(name, arr)
         voices[name] = arr
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
