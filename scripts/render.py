@@ -189,8 +189,10 @@ def find_kustomization_dirs(root: Path = REPO_ROOT) -> list[Path]:
 
 
 def find_tool(name: str, env: str) -> str | None:
-    """A Go-installed tool: ``$env``, else on PATH, else ``~/go/bin/<name>``; None if none is a file."""
-    for candidate in (os.environ.get(env), shutil.which(name), str(Path.home() / "go" / "bin" / name)):
+    """A Go-installed tool: ``$env``, else on PATH, else the project's ``.venv/bin`` (where ``./dev``
+    installs it), else ``~/go/bin/<name>``; None if none is a file."""
+    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / name
+    for candidate in (os.environ.get(env), shutil.which(name), str(venv), str(Path.home() / "go" / "bin" / name)):
         if candidate and Path(candidate).is_file():
             return candidate
     return None

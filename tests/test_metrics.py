@@ -59,7 +59,8 @@ def test_synthesis_metrics_after_requests(client):
     assert delta("tts_text_length_characters_sum", route=route) == len("Metrics, please.") + len(
         "Streamed metrics."
     )
-    assert value(after, "tts_active_requests", route=route) == 0
+    assert ("tts_active_requests", frozenset({("route", route)})) in after  # the series exists ...
+    assert value(after, "tts_active_requests", route=route) == 0  # ... and is back to 0
     # The service's own
     assert delta("kokoro_http_requests_total", method="POST", route=route, status="200") == 2
     assert delta("kokoro_http_request_duration_seconds_count", method="POST", route=route) == 3
