@@ -167,6 +167,16 @@ def has_kustomization(directory: Path) -> bool:
     return any((directory / name).is_file() for name in KUSTOMIZATION_FILES)
 
 
+def is_component(directory: Path) -> bool:
+    """A kustomize Component (``kind: Component``): it can only be built as part of a Kustomization."""
+    for name in KUSTOMIZATION_FILES:
+        file = directory / name
+        if file.is_file():
+            docs = [d for d in yaml.safe_load_all(file.read_text(encoding="utf-8")) if isinstance(d, dict)]
+            return any(d.get("kind") == "Component" for d in docs)
+    return False
+
+
 def yaml_files(root: Path) -> list[Path]:
     return sorted(p for ext in ("*.yaml", "*.yml") for p in root.rglob(ext) if p.is_file())
 
@@ -188,10 +198,13 @@ def find_kustomization_dirs(root: Path = REPO_ROOT) -> list[Path]:
 # --------------------------------------------------------------------------- kustomize
 
 
+VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"  # where ./dev installs the Go tools
+
+
 def find_tool(name: str, env: str) -> str | None:
     """A Go-installed tool: ``$env``, else on PATH, else the project's ``.venv/bin`` (where ``./dev``
     installs it), else ``~/go/bin/<name>``; None if none is a file."""
-    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin" / name
+    venv = VENV_BIN / name
     for candidate in (os.environ.get(env), shutil.which(name), str(venv), str(Path.home() / "go" / "bin" / name)):
         if candidate and Path(candidate).is_file():
             return candidate
@@ -242,6 +255,7 @@ def kustomize_build(
         raise RenderError(f"{display_path(directory, root)}: no such directory")
     with tempfile.TemporaryDirectory(prefix="render-") as tmp:
         overlay = Path(tmp)
+        component = is_component(directory)
         if has_kustomization(directory):
             resources = [directory]
         else:
@@ -249,7 +263,9 @@ def kustomize_build(
         kustomization: dict[str, Any] = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
-            "resources": [os.path.relpath(r, overlay) for r in resources],
+            # a Component alone renders the resources it adds (its patches find nothing to patch here;
+            # tests/manifests render it applied to the app as well)
+            "components" if component else "resources": [os.path.relpath(r, overlay) for r in resources],
             "buildMetadata": ["originAnnotations"],
         }
         if namespace:

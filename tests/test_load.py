@@ -17,9 +17,6 @@ from helpers import live_server
 ROOT = Path(__file__).resolve().parents[1]
 
 # Short texts only in CI (the full mix, with long streams, is `task load`).
-CI_SHAPES = [("short", 60, 1, "whole"), ("short-stream", 30, 1, "stream"), ("short-sse", 10, 1, "sse")]
-
-
 def _load_module():
     if "load_script" in sys.modules:
         return sys.modules["load_script"]
@@ -37,7 +34,7 @@ def test_short_load_run(tmp_path):
     with live_server(tmp_path, **env) as server:
         rep = load.run_load(
             server.url, clients=10, requests=40, pid=server.proc.pid, timeout=600, sample_interval=0.25,
-            shapes=CI_SHAPES,
+            shapes=load.SHORT_SHAPES,
         )
         assert server.proc.poll() is None
     load.print_report(rep)

@@ -102,9 +102,49 @@ def test_saved_mix_survives_restart_and_default_voice(settings, tmp_path, client
         assert name in {p.name for p in (tmp_path / "audio").iterdir()}
     stored = json.loads((tmp_path / "voices" / "saved_voices.json").read_text())
     assert stored["voices"] == {"duo": MIX}
-    assert [p.name for p in (tmp_path / "voices").iterdir()] == ["saved_voices.json"]  # no temp files
+    # no temp files (the lock file stays: removing it would race with a process about to lock it)
+    assert sorted(p.name for p in (tmp_path / "voices").iterdir()) == [".saved_voices.lock", "saved_voices.json"]
     with _app(settings, tmp_path) as second:
         _ready(second)
         saved = second.get("/v1/audio/voices").json()["saved"]
         assert {"name": "duo", "mix": MIX, "language": "en-us"} in saved
         assert pcm(second, "duo") == inline
+
+
+def test_replicas_sharing_a_directory_see_each_others_mixes(tmp_path):
+    """Two stores on one directory (two pods on a ReadWriteMany volume): a save on one is usable on the
+    other at once, a delete too, and concurrent saves from both lose nothing (flock + re-read)."""
+    import threading
+
+    import numpy as np
+
+    from helpers import voices_path
+    from kokoro_api.voices import VoiceStore, load_bundle
+
+    bundle = load_bundle(voices_path())
+    a, b = VoiceStore(bundle), VoiceStore(bundle)
+    a.attach(tmp_path)
+    b.attach(tmp_path)
+    assert a.save_mix("duo", MIX) is True
+    np.testing.assert_array_equal(b.style("duo"), a.style(MIX))
+    assert b.saved == {"duo": MIX}
+    assert b.save_mix("duo", "bf_emma") is False  # b knows it exists: a replace, not a new save
+    np.testing.assert_array_equal(a.style("duo"), a.style("bf_emma"))  # a's cache was invalidated
+    assert b.delete_mix("duo") is True
+    assert a.saved == {} and a.delete_mix("duo") is False
+
+    def save_many(store: VoiceStore, prefix: str) -> None:
+        for i in range(25):
+            store.save_mix(f"{prefix}{i}", "af_sky(1)+af_bella(1)")
+
+    threads = [threading.Thread(target=save_many, args=(s, p)) for s, p in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = {f"{p}{i}" for p in "ab" for i in range(25)}
+    assert set(a.saved) == set(b.saved) == want
+    fresh = VoiceStore(bundle)
+    fresh.attach(tmp_path)
+    assert set(fresh.saved) == want
+    assert not list(tmp_path.glob(".saved_voices.json.*.tmp"))

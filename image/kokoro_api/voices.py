@@ -7,12 +7,16 @@ Names are matched only against loaded voices, so no request can reach the file s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import threading
+import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +148,9 @@ class VoiceStore:
         self._saved: dict[str, str] = {}
         self._dir: Path | None = None
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _saved and _cache
+        self._write_lock = threading.Lock()  # serializes changes (with the file lock across processes)
+        self._stamp: tuple[int, int, int] | None = None
 
     @property
     def builtin_ids(self) -> list[str]:
@@ -152,30 +158,56 @@ class VoiceStore:
 
     @property
     def saved(self) -> dict[str, str]:
+        self._reload()
         return dict(self._saved)
 
-    def set_saved(self, mixes: dict[str, str]) -> None:
-        with self._lock:
-            self._saved = dict(mixes)
-            self._cache.clear()
-
     # --- saved named mixes (POST/DELETE /v1/audio/voices), persisted in <dir>/saved_voices.json
+    #
+    # The directory may be shared by several replicas (a ReadWriteMany volume): every read first checks
+    # the file's stamp (one stat) and reloads it when another process changed it, and every change is a
+    # read-modify-write under an exclusive flock on <dir>/.saved_voices.lock, so no save is lost.
 
     def attach(self, directory: Path | None) -> None:
         """Persist saved mixes under ``directory`` (None: memory only) and load what is there."""
         self._dir = Path(directory) if directory else None
+        self._stamp: tuple[int, int, int] | None = None
         if self._dir is None:
+            return
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"Saved voices directory {self._dir} cannot be created: {exc}") from None
+        try:
+            self._reload(strict=True)
+        except ValueError as exc:
+            raise StartupError(f"Saved voices file {self._dir / SAVED_FILE} cannot be read: {exc}") from None
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self._dir / SAVED_FILE).stat()  # type: ignore[operator]
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _reload(self, strict: bool = False) -> None:
+        """Load the file if it changed since it was last read (``strict``: a bad file raises ValueError)."""
+        if self._dir is None:
+            return
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
             return
         path = self._dir / SAVED_FILE
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8")) if stamp else {}
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
         except FileNotFoundError:
-            return
+            data = {}
         except (OSError, ValueError) as exc:
-            raise StartupError(f"Saved voices file {path} cannot be read: {exc}") from None
+            if strict:
+                raise ValueError(str(exc)) from None
+            log.warning("saved voices file %s unreadable, keeping the mixes in memory: %s", path, exc)
+            return
         mixes = {}
         for name, mix in (data.get("voices") or {}).items():
             try:
@@ -184,7 +216,29 @@ class VoiceStore:
                 log.warning("saved voice %r skipped: %s", name, exc.message)
                 continue
             mixes[name] = mix
-        self.set_saved(mixes)
+        with self._lock:
+            if mixes != self._saved:
+                self._saved = mixes
+                self._cache.clear()
+            self._stamp = stamp
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialize changes across processes sharing the directory (and threads of this one)."""
+        with self._write_lock:
+            if self._dir is None:
+                yield
+                return
+            try:
+                fd = os.open(self._dir / ".saved_voices.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise InsufficientStorage(f"Saved voices cannot be locked: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._reload()
+                yield
+            finally:
+                os.close(fd)  # releases the lock
 
     def _check_saved(self, name: str, mix: str) -> None:
         if not isinstance(name, str) or not re.fullmatch(_NAME, name):
@@ -210,40 +264,43 @@ class VoiceStore:
         """Save (or replace) a named mix; returns True if it was new. Raises InvalidVoice."""
         mix = mix.strip()
         self._check_saved(name, mix)
-        with self._lock:
+        with self._file_lock():
             created = name not in self._saved
             if created and len(self._saved) >= MAX_SAVED:
                 raise InvalidVoice(f"At most {MAX_SAVED} saved voices; delete some first.", {"field": "name"})
             mixes = {**self._saved, name: mix}
             self._persist(mixes)
-            self._saved = mixes
-            self._cache.clear()
+            with self._lock:
+                self._saved = mixes
+                self._cache.clear()
         return created
 
     def delete_mix(self, name: str) -> bool:
         """Delete a saved mix; False if there is none of that name. Built-ins raise InvalidVoice."""
         if name in self._voices:
             raise InvalidVoice(f"{name!r} is a built-in voice and cannot be deleted.", {"name": name})
-        with self._lock:
+        with self._file_lock():
             if name not in self._saved:
                 return False
             mixes = {k: v for k, v in self._saved.items() if k != name}
             self._persist(mixes)
-            self._saved = mixes
-            self._cache.clear()
+            with self._lock:
+                self._saved = mixes
+                self._cache.clear()
         return True
 
     def _persist(self, mixes: dict[str, str]) -> None:
         if self._dir is None:
             return
         path = self._dir / SAVED_FILE
-        tmp = self._dir / f".{SAVED_FILE}.{os.getpid()}.tmp"
+        tmp = self._dir / f".{SAVED_FILE}.{uuid.uuid4().hex}.tmp"  # pids repeat across pods
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({"version": 1, "voices": mixes}, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+            self._stamp = self._file_stamp()
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise InsufficientStorage(f"Saved voices could not be written: {exc.strerror or exc}") from None
@@ -253,6 +310,7 @@ class VoiceStore:
 
     def language_of(self, spec: str) -> str:
         """The accent of a voice or mix: that of its first (or heaviest) voice."""
+        self._reload()
         terms = self._expand(spec)
         first = max(terms, key=lambda t: t[1])[0]
         return describe(first).language
@@ -275,6 +333,7 @@ class VoiceStore:
 
     def style(self, spec: str) -> np.ndarray:
         """The (510, 1, 256) style array for a voice id or mix."""
+        self._reload()
         saved = self._saved.get(spec.strip()) if spec else None
         if saved is not None:  # a saved name is exactly its mix (same array as the inline mix)
             return self.style(saved)

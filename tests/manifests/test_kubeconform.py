@@ -136,3 +136,27 @@ def test_broken_variant_is_rejected(case: str, tmp_path: Path, schemas_dir: str)
     # the failing file is named on the FAIL line that precedes the message
     blocks = report.split("FAIL ")
     assert any(block.split("\n", 1)[0].endswith(file) and field in block for block in blocks), report
+
+
+def test_saved_voices_component_validates_and_mounts_the_claim(tmp_path: Path, schemas_dir: str) -> None:
+    """The opt-in component (kubernetes/components/saved-voices): enabled in a copy of the tree, the whole
+    tree still validates strictly, and the rendered Deployment persists saved mixes on the claim."""
+    import render
+
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "kubernetes", root / "kubernetes")
+    k = root / APP / "app" / "kustomization.yaml"
+    k.write_text(k.read_text() + "components:\n  - ../../../../components/saved-voices\n")
+    result = run_kubeconform(root, schemas_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problems" in result.stdout, result.stdout
+    resources = render.render_path(APP, root=root)
+    pod = next(r for r in resources if r.kind == "Deployment").doc["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "app")
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KOKORO_VOICES_DIR"] == "/var/lib/kokoro/voices"
+    assert {"name": "voices", "mountPath": "/var/lib/kokoro/voices"} in container["volumeMounts"]
+    assert {"name": "voices", "persistentVolumeClaim": {"claimName": "kokoro-api-voices"}} in pod["volumes"]
+    # the patch adds to the Deployment's lists, it does not replace them
+    assert {"KOKORO_MAX_QUEUE_WAIT_S", "KOKORO_API_KEYS"} <= set(env)
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/tmp/audio"}

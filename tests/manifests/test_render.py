@@ -87,6 +87,7 @@ def test_missing_kustomize_is_a_clear_error(monkeypatch, tmp_path: Path) -> None
     monkeypatch.setenv("KUSTOMIZE", str(tmp_path / "nope"))
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(render, "VENV_BIN", tmp_path / "no-venv")
     with pytest.raises(render.RenderError, match="kustomize not found"):
         render.kustomize_binary()
 
