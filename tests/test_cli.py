@@ -85,3 +85,17 @@ def test_say_errors_are_one_line_without_a_traceback(tmp_path, args, message):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.startswith("kokoro-api: ") and message in proc.stderr, proc.stderr[-2000:]
     assert not list(Path(tmp_path).glob("out.*")), "no half-written file is left behind"
+
+
+def test_say_needs_no_network(tmp_path):
+    """Fully offline: in a network namespace with only a downed loopback (no route anywhere), the model,
+    the G2P (spaCy, misaki, espeak-ng) and the voices load and speak; nothing tries a download."""
+    probe = ["unshare", "-n", "true"] if os.geteuid() == 0 else ["unshare", "-rn", "true"]
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot create a network namespace here (unshare)")
+    out = tmp_path / "offline.wav"
+    cmd = [*probe[:-1], *SAY, "No network is needed to speak.", "-o", str(out)]
+    proc = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples, rate = decode(out.read_bytes())
+    assert len(samples) / rate > 1.0 and rms(samples) > 0.02

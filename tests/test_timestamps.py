@@ -48,3 +48,25 @@ def test_british_voice_and_speed_keep_timestamps_consistent(client):
                     json={"input": text, "voice": "bf_emma", "speed": 2.0, "response_format": "mp3"})
     assert r.status_code == 200
     check(r.json(), text)
+
+
+def test_word_times_come_from_the_models_durations(client):
+    """Spread evenly over phoneme tokens, every word would last exactly (its phonemes) x (one token's
+    time); the model's predicted durations make that time per phoneme vary from word to word."""
+    import numpy as np
+
+    text = "Well, the extraordinarily long afternoon finally ended, and we walked home slowly."
+    body = {"input": text, "voice": "af_heart", "response_format": "wav"}
+    r = client.post("/v1/audio/speech/timestamps", json=body)
+    assert r.status_code == 200, r.text
+    words = r.json()["words"]
+    synthesizer = client.app.state.runtime.synthesizer
+    chunks = list(synthesizer._chunks(text, False, False))
+    assert len(chunks) == 1
+    spoken = [w for w in chunks[0].words if w.text]
+    assert [w.text for w in spoken] == [w["word"] for w in words]
+    per_phoneme = np.array(
+        [(t["end"] - t["start"]) / len(w.phonemes) for t, w in zip(words, spoken, strict=True)]
+    )
+    spread = per_phoneme.std() / per_phoneme.mean()
+    assert spread > 0.15, (spread, per_phoneme.round(3).tolist())

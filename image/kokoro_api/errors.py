@@ -102,8 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = _validation_details(exc)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json" and any(e["field"] == "body" for e in errors):
-            summary = f"the body must be JSON sent as Content-Type: application/json (got {content_type or 'none'})"
+        is_json = content_type == "application/json" or content_type.endswith("+json")  # as FastAPI does
+        if not is_json and any(e["field"] == "body" for e in errors):
+            got = content_type or "none"
+            summary = f"the body must be JSON sent as Content-Type: application/json (got {got})"
         return JSONResponse(error_body("ValidationError", f"Invalid request: {summary}", {"errors": errors}), 400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -120,5 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "The server failed to process the request."
         if request_id is None:
             return JSONResponse(error_body("InternalError", message), 500)
-        body = error_body("InternalError", f"{message} Quote request id {request_id}.", {"request_id": request_id})
+        body = error_body(
+            "InternalError", f"{message} Quote request id {request_id}.", {"request_id": request_id}
+        )
         return JSONResponse(body, 500, headers={"X-Request-ID": request_id})

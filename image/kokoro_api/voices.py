@@ -187,6 +187,8 @@ class VoiceStore:
             st = (self._dir / SAVED_FILE).stat()  # type: ignore[operator]
         except FileNotFoundError:
             return None
+        except OSError:  # e.g. a stale NFS handle: keep what was loaded rather than fail the request
+            return self._stamp
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _reload(self, strict: bool = False) -> None:
@@ -207,6 +209,7 @@ class VoiceStore:
             if strict:
                 raise ValueError(str(exc)) from None
             log.warning("saved voices file %s unreadable, keeping the mixes in memory: %s", path, exc)
+            self._stamp = stamp  # warn once per change of the file, not on every request
             return
         mixes = {}
         for name, mix in (data.get("voices") or {}).items():
