@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import get_args
 
 from .config import Settings
 from .errors import APIError, StartupError
+from .schemas import SPEED_MAX, SPEED_MIN, AudioFormat
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -80,7 +82,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-SAY_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+SAY_FORMATS = get_args(AudioFormat)  # the formats of /v1/audio/speech
 
 
 class UsageError(Exception):
@@ -94,8 +96,6 @@ def cmd_say(args: argparse.Namespace) -> int:
 
     from .audio.encode import Encoder
     from .runtime import Runtime
-
-    from .schemas import SPEED_MAX, SPEED_MIN
 
     settings = _settings(args)
     text = args.text if args.text != "-" else sys.stdin.read()

@@ -170,7 +170,7 @@ class VoiceStore:
     def attach(self, directory: Path | None) -> None:
         """Persist saved mixes under ``directory`` (None: memory only) and load what is there."""
         self._dir = Path(directory) if directory else None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp = None  # whatever was read before belongs to another directory
         if self._dir is None:
             return
         try:
@@ -338,8 +338,9 @@ class VoiceStore:
         """The (510, 1, 256) style array for a voice id or mix."""
         self._reload()
         saved = self._saved.get(spec.strip()) if spec else None
-        if saved is not None:  # a saved name is exactly its mix (same array as the inline mix)
-            return self.style(saved)
+        return self._mix_style(saved if saved is not None else spec)  # a saved name is exactly its mix
+
+    def _mix_style(self, spec: str) -> np.ndarray:
         with self._lock:
             hit = self._cache.get(spec)
             if hit is not None:
