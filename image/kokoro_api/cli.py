@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from .config import Settings
+from pydantic import ValidationError
+
+from .config import Settings, describe_invalid
 from .errors import APIError, StartupError
 from .schemas import SPEED_MAX, SPEED_MIN, AudioFormat
 
@@ -20,7 +22,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         "model_path": getattr(args, "model", None),
         "voices_path": getattr(args, "voices", None),
     }.items() if v is not None}
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # a bad value in the environment (.env, the Deployment): say which
+        raise StartupError(describe_invalid(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

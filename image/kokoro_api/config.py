@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
@@ -148,3 +148,18 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_text: bool = Field(False, description="Log request input text (debug only; off by default).")
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A settings ``ValidationError`` as the operator wrote it: one line per variable, value and reason.
+
+    ``KOKORO_WORKERS='0': Input should be greater than or equal to 1`` (a secret's value is not shown).
+    """
+    secrets = {name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else ""
+        name = f"{Settings.model_config['env_prefix']}{field.upper()}"
+        shown = "<hidden>" if field in secrets else repr(err.get("input"))
+        lines.append(f"{name}={shown}: {err['msg']}")
+    return "invalid settings (environment variables):\n  " + "\n  ".join(lines)
