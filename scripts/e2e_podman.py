@@ -19,8 +19,8 @@ The securityContext, resources, env, probes and volumes are left as rendered; do
 podman ignores.
 
 Needs root, Debian's podman/runc/debootstrap, kustomize, and a Python with PyYAML, numpy and soundfile/av.
-Env: CONTAINERS_CONF (default image/containers.conf), KOKORO_VOICES_FILE (default
-../shared/kokoro/voices-v1.0-en.npz beside the repository).
+Env: CONTAINERS_CONF (default image/containers.conf), KOKORO_VOICES_FILE (default: KOKORO_VOICES_PATH if it
+is a file, else ../shared/kokoro/voices-v1.0-en.npz beside the repository).
 """
 
 from __future__ import annotations
@@ -77,8 +77,13 @@ def podman(
 
 
 def default_voices() -> Path:
-    env = os.environ.get("KOKORO_VOICES_FILE")
-    return Path(env) if env else REPO.parent / "shared" / "kokoro" / "voices-v1.0-en.npz"
+    """KOKORO_VOICES_FILE, else KOKORO_VOICES_PATH when it is a file (as ./dev and .ci/run set it), else
+    ../shared/kokoro/voices-v1.0-en.npz beside the repository."""
+    for var in ("KOKORO_VOICES_FILE", "KOKORO_VOICES_PATH"):
+        env = os.environ.get(var)
+        if env and (var == "KOKORO_VOICES_FILE" or Path(env).is_file()):
+            return Path(env)
+    return REPO.parent / "shared" / "kokoro" / "voices-v1.0-en.npz"
 
 
 def free_port() -> int:

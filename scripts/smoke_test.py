@@ -176,7 +176,7 @@ class Response:
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, api_key: str | None = None) -> None:
         u = urllib.parse.urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise SystemExit(f"error: --url must be http(s)://host[:port], got {base_url!r}")
@@ -184,6 +184,7 @@ class Client:
         self.port = u.port or (443 if u.scheme == "https" else 80)
         self.prefix = u.path.rstrip("/")
         self.timeout = timeout
+        self.auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def request(
         self, method: str, path: str, body: dict | None = None, timeout: float | None = None
@@ -192,6 +193,7 @@ class Client:
         conn = cls(self.host, self.port, timeout=timeout or self.timeout)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers.update(self.auth)
         t0 = time.perf_counter()
         try:
             try:
@@ -573,6 +575,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--context", help="kubectl context (default: the current one)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")
     p.add_argument(
+        "--api-key",
+        default=os.environ.get("KOKORO_API_KEY"),
+        help="sent as 'Authorization: Bearer <key>' when the service has KOKORO_API_KEYS set "
+        "(default: $KOKORO_API_KEY)",
+    )
+    p.add_argument(
         "--wait-ready",
         type=float,
         default=0.0,
@@ -624,7 +632,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     report = Report(url, quiet=args.quiet, out=out)
     if not args.quiet:
         print(f"kokoro-api smoke test against {url}", file=out, flush=True)
-    Smoke(Client(url, args.timeout), args, report).run_all()
+    Smoke(Client(url, args.timeout, args.api_key), args, report).run_all()
     print(file=out)
     print(report.summary(), file=out, flush=True)
     if report.unreachable:

@@ -105,13 +105,13 @@ def test_a_bad_setting_is_named_with_its_value_and_reason_without_a_traceback():
     """What an operator sees when .env (compose) or the Deployment sets a bad value: exit 2, one line per
     variable, before anything is loaded."""
     env = {**server_env(), "KOKORO_WORKERS": "0", "KOKORO_MAX_QUEUE_WAIT_S": "ten", "KOKORO_API_KEYS": "k"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "kokoro_api.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
-    )
+    serve = [sys.executable, "-m", "kokoro_api.cli", "serve"]
+    proc = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "kokoro-api: invalid settings (environment variables):"
     assert "  KOKORO_WORKERS='0': Input should be greater than or equal to 1" in lines
-    assert any(line.startswith("  KOKORO_MAX_QUEUE_WAIT_S='ten': Input should be a valid number") for line in lines)
+    bad_number = "  KOKORO_MAX_QUEUE_WAIT_S='ten': Input should be a valid number"
+    assert any(line.startswith(bad_number) for line in lines), lines
     assert len(lines) == 3, lines  # the valid key is neither reported nor echoed

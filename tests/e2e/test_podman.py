@@ -2,15 +2,15 @@
 /readyz -> non-root, read-only root filesystem -> smoke test green -> `podman kube down` -> a synthesis with
 `--network none`.
 
-Marked `e2e` (slow: a cold build takes ~6-10 min on 2 cores). Skipped only when podman is not installed, and
-never then in CI: with CI set or KOKORO_REQUIRE_E2E=1 a missing podman is a failure.
+Marked `e2e` (slow: a cold build takes ~6-10 min on 2 cores). The build is the session fixture `podman_image`
+(conftest.py), shared with the compose test. Skipped only when podman is not installed, and never then in
+CI: with CI set or KOKORO_REQUIRE_E2E=1 a missing podman is a failure.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,29 +24,12 @@ SIZE_BUDGET = 600 * 1000 * 1000
 pytestmark = pytest.mark.e2e
 
 
-def _required() -> bool:
-    return os.environ.get("KOKORO_REQUIRE_E2E") == "1" or os.environ.get("CI", "").lower() in (
-        "1",
-        "true",
-        "yes",
-    )
-
-
-@pytest.fixture(scope="module")
-def podman_available():
-    missing = [t for t in ("podman", "runc", "catatonit", "debootstrap") if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} not installed (apt-get install podman runc catatonit debootstrap)"
-        if _required():
-            pytest.fail(f"the e2e test is required here (CI / KOKORO_REQUIRE_E2E=1) but {msg}")
-        pytest.skip(msg)
-
-
 @pytest.mark.timeout(1800)
-def test_image_runs_the_rendered_deployment(podman_available, tmp_path):
+def test_image_runs_the_rendered_deployment(podman_image, tmp_path):
     report_path, junit = tmp_path / "e2e.json", tmp_path / "smoke.xml"
-    proc = subprocess.run(
-        [sys.executable, str(E2E), "--report", str(report_path), "--junit", str(junit)],
+    proc = subprocess.run(  # the image is built by the session fixture (conftest.py), shared with compose
+        [sys.executable, str(E2E), "--skip-build", "--tag", podman_image, "--report", str(report_path),
+         "--junit", str(junit)],
         cwd=ROOT,
         timeout=1750,
     )
