@@ -1,7 +1,8 @@
 """Fast, static checks of deploy/compose (no podman needed): compose.yaml runs the image the way the rendered
 Deployment does (env, user, read-only root, writable paths, probes, grace period, resources), .env.example
-is a valid configuration of the service, and podman-compose accepts the file with and without the tls
-profile. The running stack is tested in test_compose.py.
+is a valid configuration of the service, and both docker compose's loader (compose-go, built by ./dev as
+`compose-config`: the compose specification's schema, interpolation, profiles) and podman-compose accept
+the file with and without the tls profile. The running stack is tested in test_compose.py.
 """
 
 from __future__ import annotations
@@ -154,3 +155,49 @@ def test_podman_compose_accepts_the_file(tmp_path, profile):
         assert "flush_interval -1" in caddyfile  # streamed audio is not buffered
     else:
         assert "caddy" not in services
+
+
+def compose_config() -> str:
+    """tools/compose-config (./dev builds it into the venv's bin)."""
+    for candidate in (os.environ.get("COMPOSE_CONFIG"), shutil.which("compose-config"),
+                      str(Path(sys.executable).parent / "compose-config")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    pytest.fail("compose-config is not built: ./dev test builds it (cd tools/compose-config && go build)")
+
+
+def project_dir(tmp_path: Path, env: str) -> Path:
+    shutil.copy(COMPOSE_DIR / "compose.yaml", tmp_path)
+    shutil.copy(COMPOSE_DIR / "Caddyfile", tmp_path)
+    (tmp_path / ".env").write_text(env)
+    return tmp_path
+
+
+@pytest.mark.parametrize("profile", [None, "tls"])
+def test_docker_compose_loader_accepts_the_file(tmp_path, profile):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOKORO_", "COMPOSE_"))}
+    cwd = project_dir(tmp_path, (COMPOSE_DIR / ".env.example").read_text())
+    args = [compose_config()] + (["--profile", profile] if profile else [])
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert set(services) == ({"kokoro", "caddy"} if profile else {"kokoro"})
+    kokoro = services["kokoro"]
+    assert kokoro["image"] == example_env()["KOKORO_IMAGE"]
+    port = kokoro["ports"][0]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8880", 8880), port
+    assert kokoro["read_only"] is True and kokoro["user"] == "10001:10001"
+    assert kokoro["tmpfs"] == ["/tmp:size=1g,mode=1777", "/tmp/audio:size=640m,mode=1777"]
+    assert kokoro["deploy"]["resources"]["limits"]["memory"] == str(2 * 1024**3)
+    assert kokoro["environment"]["KOKORO_MAX_QUEUE_WAIT_S"] == "10"  # the Deployment's, through .env
+    if profile:
+        assert services["caddy"]["environment"]["KOKORO_DOMAIN"] == example_env()["KOKORO_DOMAIN"]
+
+
+def test_docker_compose_loader_rejects_a_bad_port_in_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOKORO_", "COMPOSE_"))}
+    example = (COMPOSE_DIR / ".env.example").read_text()
+    bad = re.sub(r"(?m)^KOKORO_HOST_PORT=.*$", "KOKORO_HOST_PORT=eighty", example)
+    proc = subprocess.run([compose_config()], cwd=project_dir(tmp_path, bad), env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and "eighty" in proc.stderr, proc.stderr
