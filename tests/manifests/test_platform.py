@@ -205,3 +205,22 @@ def test_smoke_job_goes_through_the_service_with_the_apps_image(with_smoke_test)
 def test_smoke_script_checks_synthesize_and_a_batch() -> None:
     text = (REPO / "scripts" / "smoke_test.py").read_text()
     assert re.search(r'rep\.run\("synthesize"', text) and re.search(r'rep\.run\("batch"', text)
+
+
+# --------------------------------------------------------------------------- HTTPRoute component
+
+
+def test_httproute_component_replaces_the_virtualservice(tmp_path) -> None:
+    root = copy_tree(tmp_path / "repo")
+    k = root / APP / "app" / "kustomization.yaml"
+    k.write_text(k.read_text() + "components:\n  - ../../../../components/httproute\n")
+    resources = render.render_path(APP_PATH, root=root)
+    assert not [r for r in resources if r.kind == "VirtualService"], "never a VirtualService and an HTTPRoute"
+    route = only(resources, "HTTPRoute")
+    service = only(resources, "Service")
+    (parent,) = route["spec"]["parentRefs"]
+    assert (parent["group"], parent["kind"], parent["name"]) == ("", "Service", service["metadata"]["name"])
+    speech, rest = route["spec"]["rules"]
+    assert speech["matches"] == [{"path": {"type": "Exact", "value": "/v1/audio/speech"}}]
+    assert "timeouts" not in speech, "the streaming route must have no timeout"
+    assert rest["timeouts"] == {"request": "90s"}, "no backendRequest: without retry it bounds the whole answer"
