@@ -255,6 +255,8 @@ class ApiServer:
                 f"--service-account-key-file={pub}", f"--service-account-signing-key-file={key}",
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--enable-priority-and-fairness=false",
+                # loopback only: no "kubernetes" Service endpoints to reconcile (127.0.0.1 is refused there)
+                "--endpoint-reconciler-type=none",
             ],
         )  # fmt: skip
         self.kubeconfig.write_text(

@@ -117,8 +117,19 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
         "virtualservice.yaml",
         "valid duration",
     ),
-    # the Gateway API CRD's CEL rule: listener names are unique
-    "cel-listener-names": (
+    # the Gateway API CRD's CEL rule: no two listeners with the same port, protocol and hostname
+    "cel-listener-clash": (
+        edit(
+            f"{APP}/app/waypoint.yaml",
+            "      protocol: HBONE\n",
+            "      protocol: HBONE\n    - name: mesh-again\n      port: 15008\n      protocol: HBONE\n",
+        ),
+        "apiserver",
+        "waypoint.yaml",
+        "Combination of port, protocol and hostname must be unique",
+    ),
+    # server-side apply: a list keyed by name holds a name twice
+    "duplicate-listener-name": (
         edit(
             f"{APP}/app/waypoint.yaml",
             "      protocol: HBONE\n",
@@ -126,7 +137,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
         ),
         "apiserver",
         "waypoint.yaml",
-        "unique",
+        'duplicate entries for key [name="mesh"]',
     ),
     # Pod Security admission: the namespace warns on "restricted"; a pod that may run as root violates it
     "pod-security": (
