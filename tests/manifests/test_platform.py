@@ -224,3 +224,30 @@ def test_httproute_component_replaces_the_virtualservice(tmp_path) -> None:
     assert speech["matches"] == [{"path": {"type": "Exact", "value": "/v1/audio/speech"}}]
     assert "timeouts" not in speech, "the streaming route must have no timeout"
     assert rest["timeouts"] == {"request": "90s"}, "no backendRequest: without retry it bounds the whole answer"
+
+
+# --------------------------------------------------------------------------- image pinning
+
+
+def test_pin_image_rewrites_every_app_image_line_and_refuses_placeholders(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    root = copy_tree(tmp_path / "repo")
+    script = [sys.executable, str(REPO / "scripts" / "pin_image.py"), "--root", str(root)]
+    zero = subprocess.run([*script, "--digest", "sha256:" + "0" * 64], capture_output=True, text=True, check=False)
+    assert zero.returncode == 1 and "not all zero" in zero.stderr
+    short = subprocess.run([*script, "--digest", "sha256:abc"], capture_output=True, text=True, check=False)
+    assert short.returncode == 1
+    digest = "sha256:" + "3f" * 32
+    ok = subprocess.run(
+        [*script, "--image", "ghcr.io/me/kokoro-api", "--tag", "0.2.0", "--digest", digest],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    k = root / APP / "app" / "kustomization.yaml"
+    k.write_text(k.read_text() + "components:\n  - ../../../../components/smoke-test\n")
+    resources = render.render_path(APP_PATH, root=root)
+    images = {c["image"] for r in resources if r.kind in ("Deployment", "Job")
+              for c in r.doc["spec"]["template"]["spec"]["containers"]}  # fmt: skip
+    assert images == {f"ghcr.io/me/kokoro-api:0.2.0@{digest}"}
