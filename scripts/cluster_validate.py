@@ -11,8 +11,9 @@ whose path is in this repository, plus the ks.yaml files themselves):
    the tree's Namespaces are created; then every object is applied with
    ``kubectl apply --server-side --dry-run=server``: admission (incl. Pod Security), defaulting, CRD
    structural schemas and their CEL rules. An error or a warning fails.
-2. **istioctl analyze** offline (``--use-kube=false``) on the mesh-relevant objects; any message at
-   Warning or above fails.
+2. **istioctl analyze** on the mesh-relevant objects, applied for the run to that API server (offline,
+   istioctl ignores Services and Namespaces in files and skips the analyzers that need them); any
+   message at Warning or above fails.
 3. **kube-score** on the core objects; every WARNING or CRITICAL fails, except the checks in
    ``KUBE_SCORE_IGNORED`` (each with its reason).
 
@@ -351,16 +352,30 @@ def api_server() -> Iterator[ApiServer]:
 # --------------------------------------------------------------------------- istioctl, kube-score
 
 
-def istioctl_analyze(objs: list[Obj], workdir: Path) -> dict[str, list[str]]:
+def istioctl_analyze(objs: list[Obj], workdir: Path, server: ApiServer) -> dict[str, list[str]]:
+    """istioctl analyze against the API server, with the mesh objects applied to it for the run.
+
+    Offline (``--use-kube=false``) istioctl drops Services, Namespaces and Pods from files and skips every
+    analyzer that needs them (e.g. IST0101, a route to a host no Service provides), so the objects are
+    applied for real (there are no controllers: nothing runs) and removed again afterwards."""
     istioctl = tool("istioctl", "ISTIOCTL")
     chosen = [o for o in objs if o.group in ISTIO_GROUPS or (o.group in ("", "apps") and o.kind in ISTIO_CORE_KINDS)]
-    file = write_objects(chosen, workdir / "istio.yaml")
-    proc = subprocess.run(
-        [istioctl, "analyze", "--use-kube=false", "--failure-threshold=Warning", "--output-threshold=Warning",
-         "--output=json", str(file)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
     results: dict[str, list[str]] = {o.source: [] for o in chosen}
+    file = write_objects(chosen, workdir / "istio.yaml")
+    removable = write_objects([o for o in chosen if o.kind != "Namespace"], workdir / "istio-removable.yaml")
+    applied = server.run(["apply", "--server-side", "--force-conflicts", "--field-manager=validate-istioctl",
+                          "-f", str(file)], check=False, timeout=300)  # fmt: skip
+    try:
+        if applied.returncode != 0:
+            results["istioctl"] = [f"applying the mesh objects failed: {applied.stderr.strip()}"]
+            return results
+        proc = subprocess.run(
+            [istioctl, "analyze", "--all-namespaces", f"--kubeconfig={server.kubeconfig}",
+             "--failure-threshold=Warning", "--output-threshold=Warning", "--output=json"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    finally:
+        server.run(["delete", "--ignore-not-found", "--wait=false", "-f", str(removable)], check=False, timeout=300)
     try:
         messages = json.loads(proc.stdout or "[]")
     except json.JSONDecodeError:
@@ -375,7 +390,7 @@ def istioctl_analyze(objs: list[Obj], workdir: Path) -> dict[str, list[str]]:
         kind, _, ref = origin.partition(" ")
         ns, _, name = ref.rpartition("/")
         source = by_label.get((kind, ns or None, name), "istioctl")
-        code = (message.get("code") or "")
+        code = message.get("code") or ""
         results.setdefault(source, []).append(f"{message.get('level')} [{code}] {origin}: {message.get('message')}")
     return results
 
@@ -415,17 +430,17 @@ def validate(root: Path, only: tuple[str, ...] = VALIDATORS, server: ApiServer |
     """{validator: {source: [problems]}} for the tree at root."""
     objs = flux_objects(root)
     report: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="cluster-validate-") as tmp:
-        if "istioctl" in only:
-            report["istioctl"] = istioctl_analyze(objs, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="cluster-validate-") as tmp, contextlib.ExitStack() as stack:
         if "kube-score" in only:
             report["kube-score"] = kube_score(objs, Path(tmp))
-        if "apiserver" in only:
-            if server is not None:
-                report["apiserver"] = server.dry_run(objs)
-            else:
-                with api_server() as started:
-                    report["apiserver"] = started.dry_run(objs)
+        if "apiserver" in only or "istioctl" in only:
+            if server is None:
+                server = stack.enter_context(api_server())
+            dry_run = server.dry_run(objs)  # also creates the Namespaces istioctl needs
+            if "apiserver" in only:
+                report["apiserver"] = dry_run
+            if "istioctl" in only:
+                report["istioctl"] = istioctl_analyze(objs, Path(tmp), server)
     return report
 
 

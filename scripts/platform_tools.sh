@@ -13,23 +13,26 @@ ROOT=$PWD
 BIN=${BIN:-${KOKORO_VENV:-$ROOT/.venv}/bin}
 ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad   # istio.io/istio module, 1.29 development line
 KUBE_SCORE_VERSION=v1.20.0
-mkdir -p "$BIN"
+mkdir -p "$BIN/.build"   # built here, then renamed into $BIN: a tool in $BIN is always complete
 exec 9>"$BIN/.platform-tools.lock"
 flock 9
 command -v go >/dev/null || { echo "platform_tools: Go is needed" >&2; exit 1; }
 stamp() { date +%s; }
 if [ ! -x "$BIN/kube-apiserver" ]; then
   t=$(stamp)
-  (cd tools/apiserver && go build -trimpath -ldflags=-s -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd tools/apiserver && go build -trimpath -ldflags=-s -o "$BIN/.build/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  mv "$BIN/.build/kube-apiserver" "$BIN/kube-apiserver"
   echo "platform_tools: kube-apiserver built in $(( $(stamp) - t )) s" >&2
 fi
 if [ ! -x "$BIN/istioctl" ]; then
   t=$(stamp)
-  GOBIN="$BIN" go install -trimpath -ldflags=-s "istio.io/istio/istioctl/cmd/istioctl@$ISTIO_VERSION"
+  GOBIN="$BIN/.build" go install -trimpath -ldflags=-s "istio.io/istio/istioctl/cmd/istioctl@$ISTIO_VERSION"
+  mv "$BIN/.build/istioctl" "$BIN/istioctl"
   echo "platform_tools: istioctl built in $(( $(stamp) - t )) s" >&2
 fi
 if [ ! -x "$BIN/kube-score" ]; then
   t=$(stamp)
-  GOBIN="$BIN" go install -trimpath -ldflags=-s "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+  GOBIN="$BIN/.build" go install -trimpath -ldflags=-s "github.com/zegl/kube-score/cmd/kube-score@$KUBE_SCORE_VERSION"
+  mv "$BIN/.build/kube-score" "$BIN/kube-score"
   echo "platform_tools: kube-score built in $(( $(stamp) - t )) s" >&2
 fi

@@ -79,8 +79,8 @@ def test_tree_passes_server_side_dry_run(apiserver) -> None:
         assert name in checked, f"{name} was not dry-run: {sorted(checked)}"
 
 
-def test_tree_passes_istioctl_analyze(platform_tools) -> None:
-    report = cluster_validate.validate(REPO, ("istioctl",))
+def test_tree_passes_istioctl_analyze(apiserver) -> None:
+    report = cluster_validate.validate(REPO, ("istioctl",), server=apiserver)
     assert not problems_of(report, "istioctl"), cluster_validate.problems(report)
     assert f"{APP}/app/virtualservice.yaml" in report["istioctl"]
 
@@ -177,7 +177,7 @@ def test_broken_copy_is_caught(case: str, tmp_path: Path, schemas_dir: str, requ
     mutate(root)
     schema_check = run_kubeconform(root, schemas_dir)
     assert schema_check.returncode == 0, "kubeconform already catches this: " + schema_check.stdout
-    server = request.getfixturevalue("apiserver") if validator == "apiserver" else None
+    server = request.getfixturevalue("apiserver") if validator in ("apiserver", "istioctl") else None
     if server is None:
         request.getfixturevalue("platform_tools")
     report = cluster_validate.validate(root, (validator,), server=server)
@@ -189,10 +189,11 @@ def test_broken_copy_is_caught(case: str, tmp_path: Path, schemas_dir: str, requ
 
 def test_cli_reports_per_file(platform_tools, tmp_path: Path) -> None:
     root = copy_tree(tmp_path / "repo")
-    BROKEN["istio-unknown-host"][0](root)
+    BROKEN["no-readiness-probe"][0](root)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "cluster_validate.py"), "--root", str(root), "--only", "istioctl"],
+        [sys.executable, str(REPO / "scripts" / "cluster_validate.py"), "--root", str(root), "--only", "kube-score"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"FAIL {APP}/app/virtualservice.yaml" in proc.stdout and "IST0101" in proc.stdout
+    assert f"FAIL {APP}/app/deployment.yaml" in proc.stdout and "readinessProbe" in proc.stdout
+    assert f"ok   {APP}/app/service.yaml" in proc.stdout
