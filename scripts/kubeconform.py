@@ -9,6 +9,10 @@
 3. The real ``kubeconform`` binary validates the result with ``-strict -summary``, the Kubernetes version
    and two schema locations (core kinds; CRDs in the CRDs-catalog layout). No ``-ignore-missing-schemas``:
    a kind without a schema fails. SOPS-encrypted Secrets are validated without their ``sops:`` block.
+   With an offline schema directory, a core kind it lacks (e.g. a Job) is looked up in the strict schemas
+   that PyPI's ``kubernetes-validate`` ships, made standalone in a temporary folder.
+4. Container images: a digest must be ``sha256:`` and 64 hex digits and not the all-zero placeholder; a
+   tag is required (never ``latest``).
 
 Schemas: the public catalogues by default; ``--schemas DIR`` or ``KUBECONFORM_SCHEMAS_DIR`` for an offline
 copy laid out as ``DIR/kubernetes/v<ver>-standalone-strict/`` and ``DIR/<group>/<kind>_<version>.json``.
@@ -45,6 +49,64 @@ def kubeconform_binary() -> str:
             "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0` or set KUBECONFORM"
         )
     return found
+
+
+def fallback_schemas(docs: list[dict], primary: Path, version: str, workdir: Path) -> str | None:
+    """A kubeconform location holding standalone strict schemas, from PyPI's ``kubernetes-validate``,
+    for the core kinds in ``docs`` that ``primary`` lacks; None if none is missing (or the package is
+    absent: kubeconform then reports the kind as having no schema)."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        return None
+    minor = ".".join(version.split(".")[:2])
+    source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{minor}.0-local-strict"
+    target = workdir / "kubernetes-validate"
+    definitions = None
+    for doc in docs:
+        api, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", "")).lower()
+        group, _, ver = api.rpartition("/")
+        if "." in group and not group.endswith(".k8s.io"):
+            continue  # a CRD: the CRDs-catalog layout covers it
+        name = f"{kind}-{group.split('.')[0]}-{ver}.json" if group else f"{kind}-{ver}.json"
+        if (primary / f"v{version}-standalone-strict" / name).is_file() or (target / name).is_file():
+            continue
+        if not (source / name).is_file():
+            continue
+        if definitions is None:
+            text = (source / "_definitions.json").read_text().replace('"/api/_definitions.json#/', '"#/')
+            definitions = json.loads(text)["$defs"]
+        schema = json.loads((source / name).read_text().replace('"/api/_definitions.json#/', '"#/'))
+        schema["$defs"] = definitions
+        target.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(json.dumps(schema))
+    if not target.is_dir():
+        return None
+    return str(target) + "/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+
+
+ZERO_DIGEST = "sha256:" + "0" * 64
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def image_errors(doc: dict) -> list[str]:
+    """Placeholder or malformed image references in a workload (Deployment, Job, ...)."""
+    errors = []
+    spec = doc.get("spec") or {}
+    pod = (spec.get("jobTemplate") or {}).get("spec", spec).get("template", {}).get("spec") or {}
+    what = f"{doc.get('kind', '?')}/{(doc.get('metadata') or {}).get('name', '?')}"
+    for container in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        image = str(container.get("image", ""))
+        name, _, digest = image.partition("@")
+        tag = name.rpartition(":")[2] if ":" in name.rpartition("/")[2] else ""
+        where = f"{what}: container '{container.get('name')}': image '{image}'"
+        if digest == ZERO_DIGEST:
+            errors.append(f"{where}: the all-zero digest is a placeholder (pin the real one: task image:pin)")
+        elif digest and not _DIGEST.match(digest):
+            errors.append(f"{where}: digest must be sha256: and 64 hex digits")
+        if not tag or tag == "latest":
+            errors.append(f"{where}: needs a version tag (not 'latest')")
+    return errors
 
 
 def schema_locations(schemas_dir: str | None) -> list[str]:
@@ -126,6 +188,8 @@ def collect(root: Path, collector: Collector) -> None:
         )
         if ks.path is None:
             continue  # the schema check reports the missing spec.path
+        if not ks.in_repo:
+            continue  # spec.path is inside another source (e.g. the Gateway API CRDs' GitRepository)
         flux_paths.add(ks.path)
         try:
             collector.add(render.render_flux_kustomization(ks, root=root), source)
@@ -207,6 +271,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAIL {exc}")
             return 1
         files = collector.write()
+        for source, docs in collector.docs.items():
+            for doc in docs:
+                for error in image_errors(doc):
+                    collector.errors[source].append(error)
+        if args.schemas:
+            every = [doc for docs in collector.docs.values() for doc in docs]
+            extra = fallback_schemas(every, Path(args.schemas).resolve() / "kubernetes",
+                                     args.kubernetes_version, Path(tmp))  # fmt: skip
+            if extra:
+                locations = [*locations, extra]
         results: dict[str, list[str]] = defaultdict(list)
         counts = {"valid": 0, "invalid": 0, "skipped": 0}
         for source, errors in collector.errors.items():

@@ -136,6 +136,13 @@ class FluxKustomization:
     path: Path | None  # spec.path resolved against the repository root
     target_namespace: str | None
     substitute: dict[str, str] | None  # None: no postBuild, no substitution at all
+    source: tuple[str, str] = ("GitRepository", "flux-system")  # spec.sourceRef kind and name
+
+    @property
+    def in_repo(self) -> bool:
+        """True if spec.path is a folder of this repository (the bootstrap's ``flux-system`` source), not
+        of another source such as the Gateway API's GitRepository."""
+        return self.source == ("GitRepository", "flux-system")
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], source_file: Path, root: Path) -> FluxKustomization:
@@ -151,6 +158,10 @@ class FluxKustomization:
             path=(root / str(raw_path)).resolve() if raw_path else None,
             target_namespace=spec.get("targetNamespace"),
             substitute=substitute,
+            source=(
+                str((spec.get("sourceRef") or {}).get("kind", "")),
+                str((spec.get("sourceRef") or {}).get("name", "")),
+            ),
         )
 
 
@@ -177,8 +188,27 @@ def is_component(directory: Path) -> bool:
     return False
 
 
+# What `flux bootstrap` writes into its --path (flux-system/: the controllers, their CRDs and the sync
+# objects). Flux's own, regenerated on upgrade: left out of rendering and validation.
+BOOTSTRAP_FILES = ("gotk-components.yaml", "gotk-sync.yaml")
+
+
+def is_bootstrap_dir(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in BOOTSTRAP_FILES)
+
+
+def _generated_by_bootstrap(path: Path) -> bool:
+    return any(is_bootstrap_dir(parent) for parent in path.parents)
+
+
 def yaml_files(root: Path) -> list[Path]:
-    return sorted(p for ext in ("*.yaml", "*.yml") for p in root.rglob(ext) if p.is_file())
+    """The YAML files under root, without those `flux bootstrap` generated."""
+    return sorted(
+        p
+        for ext in ("*.yaml", "*.yml")
+        for p in root.rglob(ext)
+        if p.is_file() and not _generated_by_bootstrap(p)
+    )
 
 
 def find_flux_kustomizations(root: Path = REPO_ROOT) -> list[FluxKustomization]:
@@ -192,7 +222,13 @@ def find_flux_kustomizations(root: Path = REPO_ROOT) -> list[FluxKustomization]:
 
 
 def find_kustomization_dirs(root: Path = REPO_ROOT) -> list[Path]:
-    return sorted({p.parent for p in (root / "kubernetes").rglob("*") if p.name in KUSTOMIZATION_FILES})
+    return sorted(
+        {
+            p.parent
+            for p in (root / "kubernetes").rglob("*")
+            if p.name in KUSTOMIZATION_FILES and not _generated_by_bootstrap(p)
+        }
+    )
 
 
 # --------------------------------------------------------------------------- kustomize
@@ -228,6 +264,8 @@ def _flux_generated_resources(directory: Path) -> list[Path]:
     def scan(current: Path) -> None:
         for entry in sorted(current.iterdir()):
             if entry.is_dir():
+                if is_bootstrap_dir(entry):
+                    continue  # flux bootstrap's own files (BOOTSTRAP_FILES)
                 if has_kustomization(entry):
                     resources.append(entry)
                 else:
@@ -407,9 +445,14 @@ def resolve_target(target: str | Path, root: Path = REPO_ROOT) -> FluxKustomizat
             for d in load_documents(path)
             if is_flux_kustomization(d)
         ]
+        if len(kss) > 1:
+            # An app's ks.yaml may hold helpers (the API keys' Kustomization): the app is the one named
+            # like its folder.
+            kss = [ks for ks in kss if ks.name == path.parent.name] or kss
         if len(kss) != 1:
             raise RenderError(
-                f"{display_path(path, root)}: expected exactly one Flux Kustomization, found {len(kss)}"
+                f"{display_path(path, root)}: expected one Flux Kustomization (or one named "
+                f"'{path.parent.name}'), found {len(kss)}"
             )
         return kss[0]
     for ks in find_flux_kustomizations(root):

@@ -8,7 +8,8 @@ Run it against a URL, or against the Service in a cluster through `kubectl port-
     scripts/smoke_test.py --url ... --json report.json --junit report.xml --asr
 
 Checks, each reported on its own line with its timing: /healthz and /readyz; the voice list is non-empty;
-a short text in each response_format decodes to audio of a plausible duration that is not silent; invalid
+a short text in each response_format decodes to audio of a plausible duration that is not silent; so do
+/synthesize and a two-item /synthesize/batch (each item, in order); invalid
 requests get 400 in the error shape; a streamed request delivers its first bytes well before the whole
 synthesis is done; N concurrent requests all succeed; optionally (--asr) a transcription round trip with
 faster-whisper under a WER threshold. Then a summary table. Exit code: 0 only if every check passed,
@@ -21,6 +22,7 @@ decodes wav and flac) -- all of them are dependencies of kokoro-api itself.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import io
 import json
@@ -353,6 +355,31 @@ class Smoke:
 
         return check
 
+    def synthesize(self):
+        """POST /synthesize (the plan's shape): a whole WAV file of plausible length, not silent."""
+        r = self.c.request(
+            "POST", "/synthesize", {"text": SHORT_TEXT, "voice_id": self.voice, "output_format": "wav"}
+        )
+        assert r.status == 200, f"/synthesize: HTTP {r.status}: {r.body[:300].decode(errors='replace')}"
+        rate, _, samples = decode(r.body, "wav")
+        duration, rms = check_audio(samples, rate, SHORT_TEXT, "/synthesize")
+        return f"{len(r.body)} bytes wav, {duration:.2f}s, RMS {rms:.3f}", {"duration_s": duration}
+
+    def batch(self):
+        """POST /synthesize/batch: two items come back in order, each real audio."""
+        texts = ["One small test of the batch route.", "And a second sentence after it."]
+        body = {"items": [{"text": t, "voice_id": self.voice, "output_format": "wav"} for t in texts]}
+        r = self.c.request("POST", "/synthesize/batch", body)
+        assert r.status == 200, f"batch: HTTP {r.status}: {r.body[:300].decode(errors='replace')}"
+        items = r.json()
+        assert isinstance(items, list) and len(items) == len(texts), f"batch: expected {len(texts)} items"
+        durations = []
+        for expected_index, (item, text) in enumerate(zip(items, texts, strict=True)):
+            assert item.get("index") == expected_index, f"batch: item {expected_index} out of order"
+            rate, _, samples = decode(base64.b64decode(item["audio"]), "wav")
+            durations.append(check_audio(samples, rate, text, f"batch item {expected_index}")[0])
+        return f"{len(items)} items, " + ", ".join(f"{d:.2f}s" for d in durations), {"durations_s": durations}
+
     def invalid(self):
         cases = {
             "empty input": {"model": "kokoro", "input": "   ", "voice": self.voice, "response_format": "wav"},
@@ -465,6 +492,8 @@ class Smoke:
             self.voice = "af_heart"
         for fmt in self.args.formats:
             rep.run(f"format:{fmt}", self.fmt(fmt))
+        rep.run("synthesize", self.synthesize)
+        rep.run("batch", self.batch)
         rep.run("invalid_request", self.invalid)
         rep.run("streaming", self.streaming)
         rep.run(f"concurrent:{self.args.concurrency}", self.concurrent)
@@ -561,6 +590,11 @@ class PortForward:
 
 
 # --------------------------------------------------------------------------------------------------- main
+def first_key(keys: str) -> str | None:
+    """The first key of a comma-separated KOKORO_API_KEYS value (the service's own format)."""
+    return next((k.strip() for k in keys.split(",") if k.strip()), None)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -573,13 +607,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--service", help="Service name, e.g. kokoro-api")
     where.add_argument("--service-port", default="8000", help="Service port to forward (default 8000)")
     where.add_argument("--context", help="kubectl context (default: the current one)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")
     p.add_argument(
         "--api-key",
-        default=os.environ.get("KOKORO_API_KEY"),
-        help="sent as 'Authorization: Bearer <key>' when the service has KOKORO_API_KEYS set "
-        "(default: $KOKORO_API_KEY)",
+        default=os.environ.get("KOKORO_API_KEY") or first_key(os.environ.get("KOKORO_API_KEYS", "")),
+        help="Bearer key for a service with API keys (default: $KOKORO_API_KEY, else the first of "
+        "$KOKORO_API_KEYS, as the Secret holds them)",
     )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (default 120)")
     p.add_argument(
         "--wait-ready",
         type=float,

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import free_port, server_env
+from helpers import free_port, live_server, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "scripts" / "smoke_test.py"
 
 
-def smoke(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def smoke(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SMOKE), *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(SMOKE), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -35,6 +35,8 @@ def test_passes_against_a_live_server(server, tmp_path):
         "readyz",
         "healthz",
         "voices",
+        "synthesize",
+        "batch",
         "invalid_request",
         "streaming",
         "concurrent:4",
@@ -46,11 +48,11 @@ def test_passes_against_a_live_server(server, tmp_path):
     assert "smoke test PASSED" in out
     data = json.loads(report.read_text())
     assert data["passed"] is True and data["url"] == server.url
-    assert all(c["status"] == "pass" for c in data["checks"]) and len(data["checks"]) == 12
+    assert all(c["status"] == "pass" for c in data["checks"]) and len(data["checks"]) == 14
     stream = next(c for c in data["checks"] if c["name"] == "streaming")
     assert stream["data"]["first_byte_s"] < stream["data"]["total_s"]
     suite = ET.parse(junit).getroot()
-    assert suite.tag == "testsuite" and suite.get("tests") == "12" and suite.get("failures") == "0"
+    assert suite.tag == "testsuite" and suite.get("tests") == "14" and suite.get("failures") == "0"
 
 
 def test_fails_clearly_against_a_stopped_port(tmp_path):
@@ -93,6 +95,20 @@ def test_fails_against_a_server_with_a_broken_voice_file(tmp_path):
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "smoke test FAILED" in proc.stdout
     assert "unreachable" in proc.stderr.lower()
+
+
+def test_api_key_comes_from_the_secrets_variable(tmp_path):
+    """Against a service with API keys: the in-cluster Job's form (KOKORO_API_KEYS from the Secret, the
+    first key used) passes, /synthesize and the batch included; without a key the checks fail with 401."""
+    keys = "first-key-0123456789,second-key-9876543210"
+    with live_server(tmp_path, KOKORO_API_KEYS=keys) as keyed:
+        env = {**os.environ, "KOKORO_API_KEYS": keys}
+        ok = smoke("--url", keyed.url, "--formats", "wav", "--concurrency", "1", env=env)
+        refused = smoke("--url", keyed.url, "--formats", "wav", "--concurrency", "1")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for name in ("synthesize", "batch"):
+        assert any(line.startswith("PASS") and f" {name} " in line for line in ok.stdout.splitlines()), ok.stdout
+    assert refused.returncode == 1 and "401" in refused.stdout, refused.stdout
 
 
 def test_usage_errors():

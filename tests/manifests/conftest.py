@@ -35,6 +35,15 @@ def require_tool(name: str, env: str | None = None) -> str:
     return found
 
 
+def copy_tree(root: Path) -> Path:
+    """A copy of what Flux reads (kubernetes/, and the smoke test the smoke-test component bundles) to
+    break or extend in a test; returns root."""
+    shutil.copytree(REPO / "kubernetes", root / "kubernetes")
+    (root / "scripts").mkdir(exist_ok=True)
+    shutil.copy(REPO / "scripts" / "smoke_test.py", root / "scripts" / "smoke_test.py")
+    return root
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

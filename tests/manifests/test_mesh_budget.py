@@ -115,8 +115,15 @@ def test_connection_pool_matches_the_services_admission(destinationrule, deploym
     assert pool["http"]["http1MaxPendingRequests"] == expected
 
 
-def test_outlier_detection_ejects_on_consecutive_5xx_but_never_all_pods(destinationrule, deployment) -> None:
+def test_outlier_detection_ejects_on_connect_failures_not_on_the_apps_503(destinationrule, deployment) -> None:
+    """The app answers `503 Overloaded` when its queue is full: back-pressure from a healthy pod. Envoy's
+    5xx counter and its gateway-error counter (502/503/504) would both eject that pod for 30 s, halving
+    capacity under load. Only locally originated failures (connect failure, reset, timeout) may eject."""
     outlier = destinationrule["spec"]["trafficPolicy"]["outlierDetection"]
-    assert 1 <= outlier["consecutive5xxErrors"] <= 10
+    assert outlier.get("splitExternalLocalOriginErrors") is True, "local-origin errors must count apart"
+    assert 1 <= outlier["consecutiveLocalOriginFailures"] <= 10
+    # Istio's default for consecutive5xxErrors is 5 when outlierDetection is set: it must be 0 explicitly
+    assert outlier.get("consecutive5xxErrors") == 0, "5xx responses (the app's 503) must not eject"
+    assert outlier.get("consecutiveGatewayErrors", 0) == 0, "502/503/504 responses must not eject"
     replicas = deployment["spec"]["replicas"]
     assert outlier["maxEjectionPercent"] * replicas // 100 < replicas, "some pod must stay in rotation"

@@ -49,7 +49,17 @@ def test_root_kustomization_is_generated_like_flux() -> None:
     require_tool("kustomize", "KUSTOMIZE")
     resources = render.render_path("kubernetes/flux/cluster/ks.yaml")
     kinds = {(r.kind, r.name) for r in resources}
-    assert kinds == {("Namespace", "ai-services"), ("Kustomization", "kokoro-api")}
+    assert kinds == {
+        ("Namespace", "ai-services"),
+        ("Kustomization", "kokoro-api"),
+        ("Kustomization", "kokoro-api-keys"),
+        # the platform layer
+        ("Namespace", "istio-system"),
+        ("Kustomization", "istio"),
+        ("Kustomization", "cilium"),
+        ("GitRepository", "gateway-api"),
+        ("Kustomization", "gateway-api-crds"),
+    }
 
 
 def test_image_override_uses_kustomize_images() -> None:
@@ -92,12 +102,13 @@ def test_missing_kustomize_is_a_clear_error(monkeypatch, tmp_path: Path) -> None
         render.kustomize_binary()
 
 
-def test_decrypt_needs_the_key(rendered, monkeypatch, tmp_path: Path) -> None:
+def test_decrypt_needs_the_key(monkeypatch, tmp_path: Path) -> None:
     """Without the (discarded) throwaway private key, decryption fails clearly and names the file."""
     if shutil.which("sops") is None and not (Path(sys.executable).parent / "sops").is_file():
         pytest.skip("sops not installed")
     monkeypatch.setenv("SOPS", require_tool("sops", "SOPS"))
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "missing.txt"))
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
+    keys = render.render_path("kubernetes/apps/ai-services/kokoro-api/secrets")
     with pytest.raises(render.RenderError, match="secret.sops.yaml"):
-        render.decrypt_secrets(rendered)
+        render.decrypt_secrets(keys)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,48 @@ def test_round_trip_and_rotation_with_a_throwaway_key(tmp_path: Path) -> None:
     assert _sops(["--decrypt", relative], tmp_path, first_key).returncode != 0, (
         "the old key must be locked out"
     )
+
+
+def _init(root: Path, key_file: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SOPS_AGE_KEY_FILE": str(key_file), "SOPS": require_tool("sops", "SOPS")}
+    env["PATH"] = f"{Path(env['SOPS']).parent}:{env['PATH']}"
+    env.pop("SOPS_AGE_KEY", None)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "sops_init.py"), "--root", str(root)],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_sops_init_makes_the_tree_yours_and_is_safe_to_repeat(tmp_path: Path) -> None:
+    """`task sops:init` on a fresh clone: a new age key, .sops.yaml set to it, and the Secret (encrypted to
+    the discarded throwaway key) written anew with a random API key that the new key decrypts. A second
+    run keeps both the key and the Secret's content."""
+    require_tool("age-keygen")
+    root = tmp_path / "clone"
+    (root / "kubernetes").mkdir(parents=True)
+    shutil.copy(REPO / ".sops.yaml", root / ".sops.yaml")
+    shutil.copytree(REPO / "kubernetes" / "apps", root / "kubernetes" / "apps")
+    secret = "kubernetes/apps/ai-services/kokoro-api/secrets/secret.sops.yaml"
+    key_file = tmp_path / "home" / "keys.txt"
+
+    first = _init(root, key_file)
+    assert first.returncode == 0, first.stdout + first.stderr
+    public = re.search(r"public key: (age1\w+)", key_file.read_text()).group(1)
+    assert sops_rule_of(root)["key_groups"] == [{"age": [public]}]
+    assert "sops-age" in first.stdout and "created" in first.stdout
+    decrypted = _sops(["--decrypt", secret], root, key_file)
+    assert decrypted.returncode == 0, decrypted.stderr
+    keys = yaml.safe_load(decrypted.stdout)["stringData"]["KOKORO_API_KEYS"]
+    assert len(keys) >= 32 and "," not in keys
+    assert (root / secret).read_text().startswith("# yaml-language-server: $schema=https://")
+
+    second = _init(root, key_file)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "(kept)" in second.stdout and ": kept" in second.stdout
+    again = _sops(["--decrypt", secret], root, key_file)
+    assert yaml.safe_load(again.stdout)["stringData"]["KOKORO_API_KEYS"] == keys
+
+
+def sops_rule_of(root: Path) -> dict:
+    (rule,) = yaml.safe_load((root / ".sops.yaml").read_text())["creation_rules"]
+    return rule
