@@ -84,6 +84,24 @@ class Settings(BaseSettings):
         description="Longest `input` for a non-streamed response. Longer texts must stream, so that no "
         "single response outlives the mesh's perTryTimeout (30 s) and a retry never redoes long work.",
     )
+    max_audio_s_per_char: float = Field(
+        0.6, gt=0, le=10,
+        description="Audio ceiling: a request makes at most max(10, characters x this) seconds of audio at "
+        "speed 1.0, else 400 SpeechTooLong (checked before each chunk runs). English prose makes ~0.065 "
+        "s per character, numbers and dates up to ~0.2, a digit read alone ~0.35, a short number ~0.6.",
+    )
+    max_unstreamed_audio_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Most seconds of audio (speed 1.0) in one non-streamed response or batch item; beyond "
+        "it: 400 SpeechTooLong asking to stream. Unset: only max_audio_s_per_char applies. The Deployment "
+        "sets it so that a non-streamed synthesis fits the mesh's perTryTimeout (docs/gitops.md).",
+    )
+    g2p_deadline_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Most seconds one request may spend turning text into phonemes (400 TextTooComplex "
+        "beyond). G2P is linear in the text (~0.5 ms per character worst case), so only a stalled machine "
+        "reaches it.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes (413 above).")
     max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
     max_batch_chars: int = Field(

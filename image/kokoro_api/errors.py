@@ -44,6 +44,18 @@ class InputTooLong(APIError):
     error = "InputTooLong"
 
 
+class SpeechTooLong(APIError):
+    """The text would make more audio than its length allows (the documented ceiling, docs/api.md)."""
+
+    error = "SpeechTooLong"
+
+
+class TextTooComplex(APIError):
+    """Phonemizing the text took longer than its deadline (KOKORO_G2P_DEADLINE_S)."""
+
+    error = "TextTooComplex"
+
+
 class NotFound(APIError):
     status = 404
     error = "NotFound"

@@ -86,7 +86,7 @@ class Runtime:
         """
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kokoro-load") as ex:
-            phonemizer = ex.submit(Phonemizer)
+            phonemizer = ex.submit(Phonemizer, self.settings.workers)  # one G2P engine per worker
             try:
                 bundle = load_bundle(self.settings.voices_path)
                 voices = VoiceStore(bundle)
@@ -97,7 +97,9 @@ class Runtime:
                 phonemizer.cancel()
                 raise
             self.synthesizer = Synthesizer(
-                pool, phonemizer.result(), voices, first_chunk_tokens=self.settings.first_chunk_tokens
+                pool, phonemizer.result(), voices, first_chunk_tokens=self.settings.first_chunk_tokens,
+                audio_s_per_char=self.settings.max_audio_s_per_char,
+                g2p_deadline_s=self.settings.g2p_deadline_s,
             )
         release_free_heap()
         self.load_seconds = time.perf_counter() - t0

@@ -47,6 +47,7 @@ class SynthesisJob:
     fmt: str
     streamed: bool
     british: bool | None = None
+    max_audio_s: float | None = None  # the non-streamed audio cap (KOKORO_MAX_UNSTREAMED_AUDIO_S)
 
     @classmethod
     def checked(
@@ -71,7 +72,8 @@ class SynthesisJob:
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
-        return cls(rt, text, voice, speed, fmt, streamed, british)
+        cap = None if streamed else settings.max_unstreamed_audio_s
+        return cls(rt, text, voice, speed, fmt, streamed, british, cap)
 
     def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
         return self.rt.synthesizer.segments(
@@ -79,7 +81,9 @@ class SynthesisJob:
         )
 
     async def whole(self) -> Segment:
-        return await self.rt.synthesizer.synthesize(self.text, self.voice, self.speed, british=self.british)
+        return await self.rt.synthesizer.synthesize(
+            self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s
+        )
 
     @property
     def filename(self) -> str:
@@ -106,6 +110,7 @@ async def _stream_bytes(job: SynthesisJob, lease: Lease, ramp: bool = True) -> A
         async for seg in job.segments(short_first=ramp):
             data = await asyncio.to_thread(enc.write, seg.audio)
             rec.synthesized(seg.seconds, time.perf_counter() - t)  # not counting time blocked on the client
+            rec.phonemized(seg.g2p_seconds)
             if not spoken and not seg.tokens:
                 held.append(data)
                 t = time.perf_counter()
@@ -156,6 +161,7 @@ async def render_all(jobs: list[SynthesisJob], admission: Admission) -> list[Seg
     finally:
         lease.release()
     current().synthesized(sum(seg.seconds for seg in segs), time.perf_counter() - t)
+    current().phonemized(sum(seg.g2p_seconds for seg in segs))
     return segs
 
 

@@ -184,6 +184,8 @@ class Phonemizer:
         self._built = 0
         self._build_lock = threading.Lock()
         self._free: queue.SimpleQueue[_Engine] = queue.SimpleQueue()
+        self.active = 0  # misaki calls running now (metrics: kokoro_g2p_in_flight)
+        self.seconds_total = 0.0  # G2P time spent so far (metrics: kokoro_g2p_seconds_total)
         engine = self._new_engine()
         engine.g2p(False)  # American English now; British on first use or via preload()
         self._free.put(engine)
@@ -233,6 +235,7 @@ class Phonemizer:
             budget.check()
         t0 = time.perf_counter()
         engine = self._borrow()
+        self.active += 1  # += under the GIL from worker threads: a gauge, off by one at worst
         try:
             g2p = engine.g2p(british)
             try:
@@ -243,8 +246,11 @@ class Phonemizer:
                 tokens = self._careful(g2p, text)
         finally:
             self._free.put(engine)
+            self.active -= 1
+            dt = time.perf_counter() - t0
+            self.seconds_total += dt
             if budget is not None:
-                budget.spent += time.perf_counter() - t0
+                budget.spent += dt
         return tokens
 
     @staticmethod
