@@ -133,6 +133,26 @@ class Settings(BaseSettings):
         "there. Unset: saved mixes live in memory only and are lost on restart.",
     )
 
+    # --- connections (kokoro-api serve; docs/operations.md, "Connections")
+    write_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="A streamed response whose client reads nothing for this long is dropped and its worker "
+        "freed.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="A connection must send a request's complete headers within this many seconds of "
+        "opening (or of starting its next request), else it is closed.",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, le=600, description="An idle kept-alive connection is closed after this many seconds."
+    )
+    max_connections: int = Field(
+        200, ge=8, le=100_000,
+        description="Most open client connections; lowered at start-up to the open-file limit minus 48. "
+        "Beyond it a new connection is closed at once, and requests get 503.",
+    )
+
     graceful_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."
     )
