@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         description="A streamed response whose client reads nothing for this long is dropped and its worker "
         "freed.",
     )
+    send_buffer_kb: int = Field(
+        256, ge=4, le=65536,
+        description="Kernel send buffer per client socket (KB). Bounds what a client that stops reading "
+        "holds in memory, and lets the write timeout notice it within seconds.",
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600,
         description="A connection must send a request's complete headers within this many seconds of "
