@@ -112,6 +112,11 @@ class Metrics:
         Gauge(
             "kokoro_g2p_seconds_busy", "Seconds spent turning text into phonemes since start.", registry=r
         ).set_function(lambda: _phonemizer_value(app, "seconds_total"))
+        Gauge(
+            "kokoro_saved_voices_quarantined",
+            "Saved-voices files set aside as unreadable since start (the service kept serving).",
+            registry=r,
+        ).set_function(lambda: _voices_value(app, "quarantined"))
         Gauge("kokoro_queue_depth", "Requests waiting for an inference worker.", registry=r).set_function(
             lambda: _admission_value(app, "waiting")
         )
@@ -219,3 +224,8 @@ def _admission_value(app: FastAPI, name: str) -> float:
 def _phonemizer_value(app: FastAPI, name: str) -> float:
     synthesizer = getattr(getattr(app.state, "runtime", None), "synthesizer", None)
     return float(getattr(synthesizer.phonemizer, name, 0)) if synthesizer is not None else 0.0
+
+
+def _voices_value(app: FastAPI, name: str) -> float:
+    synthesizer = getattr(getattr(app.state, "runtime", None), "synthesizer", None)
+    return float(getattr(synthesizer.voices, name, 0)) if synthesizer is not None else 0.0
