@@ -192,8 +192,10 @@ async def _tee_to_store(
         yield data
     try:
         await asyncio.to_thread(store.save, b"".join(parts), fmt, name)
-    except APIError as exc:  # the response is already sent; the link will 404
+    except APIError as exc:  # the response is already sent, whole; the link will 404
         log.warning("streamed audio not kept for download: %s", exc.message)
+    except OSError as exc:  # never let a disk error cut the stream's last chunk
+        log.warning("streamed audio not kept for download: %s", exc.strerror or exc)
 
 
 def audio_headers(job: SynthesisJob) -> dict[str, str]:
