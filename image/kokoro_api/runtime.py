@@ -92,7 +92,7 @@ class Runtime:
                 voices = VoiceStore(bundle)
                 voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
                 self.model_path = prepared_model(self.settings, style=probe_style(self.settings, bundle))
-                pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+                pool = self._pool(bundle)
             except BaseException:
                 phonemizer.cancel()
                 raise
@@ -105,6 +105,23 @@ class Runtime:
         self.load_seconds = time.perf_counter() - t0
         log.info("model loaded", extra={"model": str(self.model_path), "seconds": round(self.load_seconds, 2),
                                         "voices": len(voices.builtin_ids), "workers": self.settings.workers})
+
+    def _pool(self, bundle: dict[str, np.ndarray]) -> EnginePool:
+        """The engine pool; a prepared model in the cache that ONNX Runtime cannot load (corrupted after it
+        was written) is discarded and prepared once more."""
+        assert self.model_path is not None
+        try:
+            return EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+        except StartupError:
+            cache = Path(self.settings.cache_dir).resolve()
+            if cache not in self.model_path.resolve().parents:
+                raise  # the operator's own file (KOKORO_MODEL_PATH): report it, never delete it
+            from .engine.prepare import discard
+
+            log.warning("cached model %s does not load: preparing it again", self.model_path.name)
+            discard(self.model_path)
+            self.model_path = prepared_model(self.settings, style=probe_style(self.settings, bundle))
+            return EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
 
     def close(self) -> None:
         if self.synthesizer is not None:
