@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,8 @@ import numpy as np
 
 from .config import Settings
 from .engine.model import resolve_model
-from .engine.pool import EnginePool
+from .engine.pool import EnginePool, release_free_heap  # after loading: parsing the model's protobuf
+# leaves ~125 MB (float) of freed heap resident; 488 -> 362 MB RSS after malloc_trim (docs/performance.md)
 from .errors import StartupError
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
@@ -50,17 +49,6 @@ def prepared_model(settings: Settings, progress: bool = False, style: np.ndarray
     except Exception as exc:  # onnx raises DecodeError & co. for a truncated or corrupt file
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None
-
-
-def release_free_heap() -> None:
-    """Give the heap that loading freed back to the OS (glibc only; elsewhere a no-op).
-
-    Parsing the model's protobuf leaves ~125 MB (float variant) of freed but still resident heap behind
-    the ONNX Runtime session: 488 -> 362 MB RSS for a bare float session after ``malloc_trim(0)``, 191 ->
-    177 MB for int8 (docs/performance.md).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass
