@@ -173,13 +173,16 @@ class Settings(BaseSettings):
     # --- access and observability
     api_keys: SecretStr | None = Field(
         None,
-        description="Comma-separated API keys. Set (or api_keys_file set): /v1/* and /synthesize* need "
-        "'Authorization: Bearer <key>'; health, metrics, docs and /web stay open.",
+        description="API keys, separated by commas (or a JSON list of strings for keys containing commas; "
+        "with several keys each must be >= 8 characters, else start-up fails: a comma split a key). Set (or "
+        "api_keys_file set): /v1/* and /synthesize* need 'Authorization: Bearer <key>'; health, metrics, "
+        "docs and /web stay open. Each key has its own saved voice mixes.",
     )
     api_keys_file: Path | None = Field(
         None,
-        description="File of API keys, one a line ('#' comments), re-read when it changes (rotation without "
-        "a restart). Adds to api_keys.",
+        description="File of API keys, one a line (a line starting with '#' is a comment; any printable "
+        "character, '#' included, may be in a key), re-read when it changes (rotation without a restart). "
+        "Adds to api_keys.",
     )
     cors_origins: str = Field(
         "",
