@@ -240,3 +240,27 @@ def test_connection_cap_keeps_healthz_up_under_a_low_file_limit(tmp_path):
             s.close()
         proc.terminate()
         proc.wait(30)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_returns_after_a_long_sentence(hostile_server):
+    """One ~360-character sentence (one chunk of ~360 tokens) took RSS from 518 to 1,106 MB for good;
+    with the arena shrunk after long chunks it comes back (measured: 607 -> peak 981 -> 603 MB)."""
+    url, pid = hostile_server.url, hostile_server.proc.pid
+    timed_hello(url)
+    before = _rss_mb(pid)
+    sentence = ("The committee, having considered the many detailed proposals submitted over the preceding "
+                "months by residents and local businesses alike, concluded that the new park would be built "
+                "along the northern bank of the river where the old warehouses now stand empty and the ground, "
+                "though uneven, could be levelled without great expense or delay and then planted with trees")
+    r = speech(url, sentence, stream=True)
+    assert r.status_code == 200 and len(r.content) > 24_000 * 2 * 10
+    time.sleep(1)
+    after = _rss_mb(pid)
+    assert after < before + 150, (before, after)  # was +480 MB, kept
