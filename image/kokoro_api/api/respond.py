@@ -156,8 +156,14 @@ async def render_all(jobs: list[SynthesisJob], admission: Admission) -> list[Seg
     """Whole, non-streamed syntheses, in order, under one worker slot (a batch never 503s halfway)."""
     lease = await admission.acquire()
     t = time.perf_counter()
+    segs: list[Segment] = []
+    made = 0.0  # a batch shares one non-streamed audio cap: it answers when all its items are done
     try:
-        segs = [await job.whole() for job in jobs]
+        for job in jobs:
+            if job.max_audio_s is not None:
+                job.max_audio_s = max(0.0, job.max_audio_s - made)
+            segs.append(await job.whole())
+            made += segs[-1].seconds * job.speed
     finally:
         lease.release()
     current().synthesized(sum(seg.seconds for seg in segs), time.perf_counter() - t)
