@@ -255,10 +255,11 @@ def test_memory_returns_after_a_long_sentence(hostile_server):
     url, pid = hostile_server.url, hostile_server.proc.pid
     timed_hello(url)
     before = _rss_mb(pid)
-    sentence = ("The committee, having considered the many detailed proposals submitted over the preceding "
-                "months by residents and local businesses alike, concluded that the new park would be built "
-                "along the northern bank of the river where the old warehouses now stand empty and the ground, "
-                "though uneven, could be levelled without great expense or delay and then planted with trees")
+    sentence = ("The committee, having considered the many detailed proposals submitted over the "
+                "preceding months by residents and local businesses alike, concluded that the new park "
+                "would be built along the northern bank of the river where the old warehouses now stand "
+                "empty and the ground, though uneven, could be levelled without great expense or delay "
+                "and then planted with trees")
     r = speech(url, sentence, stream=True)
     assert r.status_code == 200 and len(r.content) > 24_000 * 2 * 10
     time.sleep(1)

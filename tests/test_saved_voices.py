@@ -232,7 +232,8 @@ def test_each_api_key_has_its_own_saved_mixes(settings, tmp_path):
         # bob neither sees nor overwrites nor deletes alice's mix: his own "mine" is a new one
         assert c.get("/v1/audio/voices", headers=bob).json()["saved"] == []
         assert c.delete("/v1/audio/voices/mine", headers=bob).status_code == 404
-        assert c.post("/v1/audio/voices", json={"name": "mine", "mix": "bf_emma"}, headers=bob).status_code == 201
+        mine = {"name": "mine", "mix": "bf_emma"}
+        assert c.post("/v1/audio/voices", json=mine, headers=bob).status_code == 201
         body = {"input": TEXT, "voice": "mine", "response_format": "pcm", "stream": False}
         a = c.post("/v1/audio/speech", json=body, headers=alice).content
         b = c.post("/v1/audio/speech", json=body, headers=bob).content

@@ -10,8 +10,8 @@ API is open.
   contain commas). A key containing a comma would be split silently, so when the variable holds several
   keys each must be at least MIN_SPLIT_KEY characters, else start-up fails and says why.
 
-With keys on, each key has its own namespace of saved voice mixes (voices.SAVED_SCOPE). The file is re-read when it changes,
-so a Kubernetes Secret mounted as a volume rotates keys without a restart. Health, metrics, docs and the
+With keys on, each key has its own namespace of saved voice mixes (voices.SAVED_SCOPE). The file is
+re-read when it changes, so a Kubernetes Secret mounted as a volume rotates keys without a restart. Health, metrics, docs and the
 studio page stay open. Keys are compared as SHA-256 digests with ``hmac.compare_digest`` against every
 configured key, so neither timing nor length tells anything about a key.
 """
@@ -55,7 +55,7 @@ def parse_keys(text: str, sep: str | None = None) -> list[str]:
         try:
             keys = json.loads(text)
         except ValueError as exc:
-            raise StartupError(f"KOKORO_API_KEYS looks like a JSON list but is not valid JSON: {exc}") from None
+            raise StartupError(f"KOKORO_API_KEYS looks like a JSON list but is not JSON: {exc}") from None
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise StartupError("KOKORO_API_KEYS as JSON must be a list of strings.")
         keys = [k.strip() for k in keys if k.strip()]
@@ -64,9 +64,9 @@ def parse_keys(text: str, sep: str | None = None) -> list[str]:
         short = [k for k in keys if len(k) < MIN_SPLIT_KEY]
         if len(keys) > 1 and short:
             raise StartupError(
-                f"KOKORO_API_KEYS holds {len(keys)} comma-separated keys and {len(short)} of them are shorter "
-                f"than {MIN_SPLIT_KEY} characters: was a key containing ',' split in two? Keys in this "
-                "variable are separated by commas; give keys with commas as a JSON list "
+                f"KOKORO_API_KEYS holds {len(keys)} comma-separated keys and {len(short)} of them are "
+                f"shorter than {MIN_SPLIT_KEY} characters: was a key containing ',' split in two? Keys in "
+                "this variable are separated by commas; give keys with commas as a JSON list "
                 '(["key,one", "key2"]) or in KOKORO_API_KEYS_FILE (one a line).'
             )
     for k in keys:

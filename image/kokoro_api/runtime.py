@@ -12,8 +12,7 @@ import numpy as np
 
 from .config import Settings
 from .engine.model import resolve_model
-from .engine.pool import EnginePool, release_free_heap  # after loading: parsing the model's protobuf
-# leaves ~125 MB (float) of freed heap resident; 488 -> 362 MB RSS after malloc_trim (docs/performance.md)
+from .engine.pool import EnginePool, release_free_heap
 from .errors import StartupError
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
@@ -89,6 +88,8 @@ class Runtime:
                 audio_s_per_char=self.settings.max_audio_s_per_char,
                 g2p_deadline_s=self.settings.g2p_deadline_s,
             )
+        # Parsing the model's protobuf leaves ~125 MB (float) of freed heap resident: 488 -> 362 MB RSS
+        # after malloc_trim (docs/performance.md).
         release_free_heap()
         self.load_seconds = time.perf_counter() - t0
         log.info("model loaded", extra={"model": str(self.model_path), "seconds": round(self.load_seconds, 2),

@@ -229,7 +229,8 @@ class Synthesizer:
             "runs, symbols or emoji read out one by one. Shorten or rewrite those parts.", details)
 
     async def synthesize(
-        self, text: str, voice: str, speed: float, british: bool | None = None, max_audio_s: float | None = None
+        self, text: str, voice: str, speed: float, british: bool | None = None,
+        max_audio_s: float | None = None,
     ) -> Segment:
         """The whole text as one segment."""
         parts = [s async for s in self.segments(text, voice, speed, british=british, max_audio_s=max_audio_s)]

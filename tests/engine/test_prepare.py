@@ -293,10 +293,10 @@ def test_an_fp32_export_runs_with_every_variant(source, feeds, tmp_path):
 def test_truncated_or_corrupt_prepared_model_is_rebuilt(source, tmp_path):
     """A prepared model cut short (full disk, interrupted copy) or corrupted in the cache is detected
     (recorded size; ONNX Runtime refusing it) and prepared again, instead of failing every start."""
+    from helpers import voices_path
     from kokoro_api.config import Settings
     from kokoro_api.engine.prepare import prepare_model
     from kokoro_api.runtime import Runtime
-    from helpers import voices_path
 
     dst = prepare_model(source, tmp_path, "int8")
     size = dst.stat().st_size

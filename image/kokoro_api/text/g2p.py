@@ -46,7 +46,7 @@ MAX_NUMBER_DIGITS = 15
 MAX_CALL_CHARS = 400
 
 _DIGITS = re.compile(r"\d+")
-_LONG_DIGITS = re.compile(r"\d{%d,}" % (MAX_NUMBER_DIGITS + 1))
+_LONG_DIGITS = re.compile(rf"\d{{{MAX_NUMBER_DIGITS + 1},}}")
 
 
 @cache
