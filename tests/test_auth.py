@@ -80,7 +80,7 @@ def test_keys_file_is_reloaded_on_change(tmp_path):
             return c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
 
         assert status("old-key") == 200 and status("new-key") == 401
-        path.write_text("old-key\nnew-key  # added\n")  # step 1 of a rotation: both
+        path.write_text("old-key\n  # added:\nnew-key\n")  # step 1 of a rotation: both
         st = path.stat()
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
         assert status("old-key") == 200 and status("new-key") == 200
@@ -102,10 +102,35 @@ def test_keys_are_not_in_settings_repr():
 
 
 def test_key_parsing():
-    assert parse_keys(" a ,b,, c ", ",") == ["a", "b", "c"]
-    assert parse_keys("# comment\n a \n\nb # note\n") == ["a", "b"]
+    assert parse_keys(" alpha-key ,beta-key,, gamma-key ", ",") == ["alpha-key", "beta-key", "gamma-key"]
+    assert parse_keys("k", ",") == ["k"]  # one key: nothing was split
+    # comments only at the start of a line: '#' and any other printable character may be in a key
+    assert parse_keys("# comment\n a \n\n  # indented comment\nb#not-a-comment\nc d\n") == [
+        "a", "b#not-a-comment", "c d"]
     keys = ApiKeys(["k1"])
     assert keys.check("k1") and not keys.check("k") and not keys.check("k1 ") and not keys.check("")
+
+
+def test_a_key_with_a_hash_in_the_file_is_accepted_whole(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text("# keys\nabc#def-long-key\n")
+    with _client(tmp_path, api_keys_file=path) as c:
+        def status(key: str) -> int:
+            return c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+
+        assert status("abc#def-long-key") != 401  # was cut at '#'
+        assert status("abc") == 401  # ... and 'abc' was accepted
+
+
+def test_a_key_split_by_the_variables_comma_is_refused_at_start():
+    with pytest.raises(StartupError, match="split"):
+        parse_keys("secret-part-one,x7", ",")  # one key 'secret-part-one,x7' would become two
+    with pytest.raises(StartupError, match="control character"):
+        parse_keys("good-key-1\x00,good-key-2", ",")
+    # keys with commas: a JSON list
+    assert parse_keys('["key,with,commas", "another-key"]', ",") == ["key,with,commas", "another-key"]
+    with pytest.raises(StartupError, match="JSON"):
+        parse_keys('["unterminated', ",")
 
 
 def test_cors_is_off_by_default(tmp_path):

@@ -143,3 +143,53 @@ def test_expiry_by_age(tmp_path):
 
 def test_session_app_has_an_audio_store(client):
     assert isinstance(client.app.state.audio_store, AudioStore)
+
+
+@contextmanager
+def read_only_mount(path) -> Iterator[None]:
+    """A real tmpfs at ``path``, writable until ``remount_ro(path)``; skipped where mounting is not
+    allowed (an unprivileged runner)."""
+    import subprocess
+
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the read-only disk case is not exercised")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount_ro(path) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+def test_read_only_directory_is_507_and_streams_stay_whole(client, tmp_path):
+    """A read-only download directory: 507 (was a 500 from the temp file's cleanup), and a stream whose
+    file cannot be kept still ends properly (was: its last chunk lost)."""
+    from helpers import decode
+
+    ro = tmp_path / "ro"
+    body = {"input": TEXT, "response_format": "wav", "return_download_link": True, "stream": False}
+    with read_only_mount(ro):
+        store = AudioStore(ro, 10**6, 3600)  # writable at start-up
+        remount_ro(ro)  # then the volume turns read-only (or full) under the running service
+        with using(client, store):
+            assert_error(client.post("/v1/audio/speech", json=body), 507, "InsufficientStorage")
+            assert_error(client.post("/synthesize", json={"text": TEXT, "output_format": "wav",
+                                                          "return_download_link": True}),
+                         507, "InsufficientStorage")
+            r = client.post("/v1/audio/speech", json={**body, "stream": True})
+            assert r.status_code == 200
+            samples, rate = decode(r.content)  # the whole WAV arrived, its last chunk included
+            plain = client.post("/v1/audio/speech",
+                                json={**body, "stream": True, "return_download_link": False}).content
+            assert len(samples) == len(decode(plain)[0]) and rate == 24_000
+            assert client.get(r.headers["x-download-path"]).status_code == 404
+        # read-only from the start: found at start-up, a 507 before any audio
+        with using(client, AudioStore(ro, 10**6, 3600)):
+            assert_error(client.post("/v1/audio/speech", json={**body, "stream": True}), 507,
+                         "InsufficientStorage")

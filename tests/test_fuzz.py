@@ -230,3 +230,60 @@ def test_hostile_paths_are_4xx(client, path):
         r = client.request(method, path)
         assert 400 <= r.status_code < 500, (method, path, r.status_code)
         assert "root:" not in r.text
+
+
+# --- hostile text families at full size (issue 21): bounded G2P, bounded audio, never a 5xx or a stall
+
+HOSTILE_FAMILIES = {
+    "apostrophes": "'" * 4096,  # misaki was cubic here: 1,000 took 216 s
+    "apostrophe_words": "it's'" * 819,
+    "curly_quotes": "’" * 4096,
+    "hyphen_chain": "a-" * 2048,
+    "dots": "." * 4096,
+    "brackets": "[" * 4096,
+    "markup": "[a](/b/)" * 512,
+    "digits_307": "9" * 307,  # num2words overflowed from 307 digits: a 500, retried by the mesh
+    "digits_4096": "7" * 4096,
+    "digit_groups": "1," * 2048,
+    "camel": "aB" * 2048,
+    "emoji": "😀" * 1024,
+    "url": "http://x.co/" * 341,
+    "mixed_punct": "a'b-c.d," * 512,
+}
+
+
+@pytest.fixture(scope="module")
+def capped_client(settings):
+    """An app with a small audio cap, so hostile texts that would speak for minutes answer 400 at once."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from kokoro_api.app import create_app
+
+    s = settings.model_copy(update={"max_unstreamed_audio_s": 5.0, "max_unstreamed_chars": 4096,
+                                    "workers": 1, "warmup": False})
+    with TestClient(create_app(s)) as c:
+        deadline = time.monotonic() + 240
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        yield c
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", HOSTILE_FAMILIES)
+def test_hostile_text_families_are_bounded(capped_client, name):
+    import time
+
+    t = time.perf_counter()
+    r = speech(capped_client, input=HOSTILE_FAMILIES[name])
+    took = time.perf_counter() - t
+    assert r.status_code in (200, 400), r.text[:300]
+    if r.status_code == 400:
+        assert_error(r, 400)
+        assert r.json()["error"] in ("SpeechTooLong", "InvalidRequest"), r.text[:300]
+    # at most 5 s of audio (+10 %) and linear G2P: well within a minute even on a loaded 2-core machine
+    assert took < 120, (name, took)
+    if r.status_code == 200:
+        assert len(r.content) / 2 / 24_000 <= 5.0 * 1.1 + 0.5

@@ -324,3 +324,40 @@ def test_voice_names_only_match_loaded_voices(client, settings, voice):
     r = client.post("/v1/audio/speech", json={"input": "Hi.", "voice": voice, "response_format": "pcm"})
     body = assert_error(r, 400, "InvalidVoice")
     assert str(settings.voices_path.parent) not in r.text and "Errno" not in body["message"]
+
+
+def test_a_500_says_connection_close(tmp_path):
+    """The server closes the connection after an unhandled error; the response must say so, or a client
+    reuses a dead connection. A real route added to a real app raises."""
+    from fastapi.testclient import TestClient
+
+    from kokoro_api.app import create_app
+    from kokoro_api.config import Settings
+
+    app = create_app(Settings(voices_path=tmp_path / "none.npz", warmup=False))
+
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/boom")
+        assert_error(r, 500, "InternalError")
+        assert r.headers["connection"] == "close"
+
+
+def test_health_bodies_carry_no_absolute_paths(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from kokoro_api.app import create_app
+    from kokoro_api.config import Settings
+
+    missing = tmp_path / "secret-dir" / "voices.npz"
+    with TestClient(create_app(Settings(voices_path=missing, warmup=False))) as c:
+        deadline = time.monotonic() + 60
+        while c.get("/healthz").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for path in ("/healthz", "/readyz"):
+            body = c.get(path).json()
+            assert "voices.npz" in body["message"] and str(tmp_path) not in body["message"], body

@@ -148,3 +148,97 @@ def test_replicas_sharing_a_directory_see_each_others_mixes(tmp_path):
     fresh.attach(tmp_path)
     assert set(fresh.saved) == want
     assert not list(tmp_path.glob(".saved_voices.json.*.tmp"))
+
+
+# --- a saved-voices file of the wrong shape never breaks synthesis (issue 21)
+
+BAD_FILES = {
+    "voices_is_a_list": json.dumps({"voices": ["af_bella"]}),
+    "top_level_list": json.dumps([{"voices": {}}]),
+    "deep_nesting": '{"voices": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "garbage": "\x00\xffnot json at all",
+    "mix_not_a_string": json.dumps({"version": 1, "voices": {"duo": {"mix": MIX}}}),
+    "unknown_version": json.dumps({"version": 99, "voices": {}}),
+    "bad_scope": json.dumps({"version": 2, "voices": {}, "scopes": {"../x": {}}}),
+}
+
+
+def _store(tmp_path):
+    from helpers import voices_path
+    from kokoro_api.voices import VoiceStore, load_bundle
+
+    return VoiceStore(load_bundle(voices_path()))
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_a_bad_file_is_quarantined_at_start_and_at_runtime(tmp_path, name):
+    import numpy as np
+
+    store = _store(tmp_path)
+    (tmp_path / "saved_voices.json").write_bytes(BAD_FILES[name].encode("utf-8", "surrogatepass"))
+    store.attach(tmp_path)  # was a StartupError: a crash-looping pod
+    assert store.quarantined == 1 and "set aside" in store.problem
+    assert not (tmp_path / "saved_voices.json").exists()
+    assert len(list(tmp_path.glob("saved_voices.json.bad-*"))) == 1  # kept for the operator, not deleted
+    assert store.style("af_heart").shape == (510, 1, 256)
+    assert store.save_mix("duo", MIX) is True  # saving works again and writes a good file
+    # the file turns bad while running (another replica, a hand edit): built-ins keep working
+    time.sleep(0.01)
+    (tmp_path / "saved_voices.json").write_bytes(BAD_FILES[name].encode("utf-8", "surrogatepass"))
+    np.testing.assert_array_equal(store.style("af_heart"), store.style("af_heart"))
+    assert store.quarantined == 2
+    assert store.saved == {"duo": MIX}  # what was loaded stays in memory
+
+
+def test_the_service_keeps_serving_and_says_so_in_readyz(settings, tmp_path):
+    (tmp_path / "voices").mkdir()
+    with _app(settings, tmp_path) as c:
+        _ready(c)
+        (tmp_path / "voices" / "saved_voices.json").write_text(BAD_FILES["voices_is_a_list"])
+        assert pcm(c, "af_heart")  # was: every synthesis a 500
+        r = c.get("/readyz")
+        assert r.status_code == 200 and "set aside" in r.json()["warnings"][0]
+        assert "/" not in r.json()["warnings"][0].split("set aside as")[1]  # no absolute paths
+        assert "kokoro_saved_voices_quarantined 1.0" in c.get("/metrics").text
+
+
+def test_stale_temporary_files_are_removed_at_attach(tmp_path):
+    import os
+
+    stale = tmp_path / ".saved_voices.json.deadbeef.tmp"
+    fresh = tmp_path / ".saved_voices.json.cafebabe.tmp"  # maybe another replica writing right now
+    stale.write_text("{}")
+    fresh.write_text("{}")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    _store(tmp_path).attach(tmp_path)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_each_api_key_has_its_own_saved_mixes(settings, tmp_path):
+    from pydantic import SecretStr
+
+    from kokoro_api.app import create_app
+
+    s = settings.model_copy(update={"voices_dir": tmp_path / "voices", "workers": 1, "warmup": False,
+                                    "api_keys": SecretStr("alice-key-123,bob-key-4567")})
+    alice = {"Authorization": "Bearer alice-key-123"}
+    bob = {"Authorization": "Bearer bob-key-4567"}
+    with TestClient(create_app(s)) as c:
+        deadline = time.monotonic() + 240
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert c.post("/v1/audio/voices", json={"name": "mine", "mix": MIX}, headers=alice).status_code == 201
+        # bob neither sees nor overwrites nor deletes alice's mix: his own "mine" is a new one
+        assert c.get("/v1/audio/voices", headers=bob).json()["saved"] == []
+        assert c.delete("/v1/audio/voices/mine", headers=bob).status_code == 404
+        mine = {"name": "mine", "mix": "bf_emma"}
+        assert c.post("/v1/audio/voices", json=mine, headers=bob).status_code == 201
+        body = {"input": TEXT, "voice": "mine", "response_format": "pcm", "stream": False}
+        a = c.post("/v1/audio/speech", json=body, headers=alice).content
+        b = c.post("/v1/audio/speech", json=body, headers=bob).content
+        assert a != b
+        assert [v["mix"] for v in c.get("/v1/audio/voices", headers=alice).json()["saved"]] == [MIX]
+    stored = json.loads((tmp_path / "voices" / "saved_voices.json").read_text())
+    assert stored["version"] == 2 and stored["voices"] == {} and len(stored["scopes"]) == 2
+    assert "alice-key-123" not in json.dumps(stored)  # scopes are one-way ids, never keys

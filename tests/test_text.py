@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from kokoro_api.text.chunker import (
@@ -102,3 +104,94 @@ def test_streamed_chunks_ramp_up_and_cut_at_clauses():
     assert " ".join(c.text for c in chunks).split() == text.split()
     # without streaming the first chunk is already a long one
     assert len(next(chunk_text(text, fake_words)).phonemes) > 100
+
+
+# --- bounded G2P cost (issue 21): hostile text families, each at 1,024 and 4,096 characters
+
+HOSTILE_FAMILIES = {
+    "apostrophes": "'",  # was cubic: 1,000 took 216 s
+    "apostrophe_words": "it's'",
+    "curly_quotes": "’",
+    "hyphens": "a-",
+    "dots": ".",
+    "brackets": "[",
+    "markup": "[a](/b/)",
+    "digits": "7",  # one 4,096-digit number: num2words overflows past 306 digits
+    "digit_groups": "1,",
+    "camel": "aB",
+    "letters": "a",
+    "emoji": "😀",
+    "url": "http://x.co/",
+    "mixed_punct": "a'b-c.d,",
+}
+
+
+def _timed_words(g2p, text):
+    t = time.perf_counter()
+    words = g2p.words(text)
+    return time.perf_counter() - t, words
+
+
+@pytest.mark.parametrize("family", HOSTILE_FAMILIES)
+def test_g2p_time_is_linear_on_hostile_text(g2p, family):
+    unit = HOSTILE_FAMILIES[family]
+    short, long_ = (unit * 1024)[:1024], (unit * 4096)[:4096]
+    t_short, _ = _timed_words(g2p, short)
+    t_long, words = _timed_words(g2p, long_)
+    # 4x the text: linear is ~4x the time; the cubic path was ~64x. Generous for a noisy machine.
+    assert t_long < max(12 * t_short, 1.0), (family, t_short, t_long)
+    assert t_long < 30, (family, t_long)  # measured <= 2 s on a loaded 2-core machine
+    assert all(set(w.phonemes) <= set(vocab()) for w in words)
+    if family != "markup":  # markup is replaced by its phonemes by design
+        # nothing dropped: every whitespace-delimited word comes back, in order
+        assert [w.text for w in words if w.text] == long_.split()
+
+
+def test_long_digit_runs_are_read_digit_by_digit_not_an_overflow(g2p):
+    assert g2p.phonemes("1" * 400).count("wˈʌn") == 400  # num2words raised OverflowError (a 500)
+    assert "wˈʌn" in g2p.phonemes("1" * 15)  # up to 15 digits: still read as a number
+    assert g2p.phonemes("1" * 15).count("wˈʌn") < 15
+
+
+def test_misaki_markup_survives_the_bounding(g2p):
+    assert g2p.phonemes("[Kokoro](/kˈOkəɹO/) and it's fine.").startswith("kˈOkəɹO ")
+
+
+def test_a_pathological_word_keeps_its_text_and_all_its_pieces(g2p):
+    word = "abc'" * 40
+    (w,) = g2p.words(word)
+    assert w.text == word and len(w.phonemes) > 40
+
+
+def test_g2p_of_one_request_does_not_wait_for_another():
+    """Each worker thread has its own engine: a short text is not held up by a long hostile one."""
+    import threading
+
+    g2p = Phonemizer(engines=2)
+    g2p.preload()
+    t_alone, _ = _timed_words(g2p, "Hello there.")
+    done = threading.Event()
+    hostile = threading.Thread(target=lambda: (g2p.words("'" * 4096), done.set()))
+    hostile.start()
+    time.sleep(0.05)
+    t_busy, words = _timed_words(g2p, "Hello there.")
+    busy_while_hostile = not done.is_set()
+    hostile.join()
+    assert words[0].text == "Hello"
+    assert busy_while_hostile, "the hostile text finished too soon to test anything"
+    assert t_busy < max(20 * t_alone, 1.0), (t_alone, t_busy)
+
+
+def test_a_cancelled_budget_stops_g2p_between_bounded_calls(g2p):
+    import threading
+
+    from kokoro_api.text.g2p import Budget, G2PCancelled, G2PTimeout
+
+    budget = Budget()
+    threading.Timer(0.2, budget.cancel).start()
+    t = time.perf_counter()
+    with pytest.raises(G2PCancelled):
+        g2p.words("'" * 4096 + " " + "it's " * 800 + "'" * 4096, budget=budget)
+    assert time.perf_counter() - t < 2.0
+    with pytest.raises(G2PTimeout):
+        g2p.words("'" * 4096 + " hello " * 400, budget=Budget(deadline_s=0.001))

@@ -1,8 +1,17 @@
 """Optional API keys: ``Authorization: Bearer <key>`` on ``/v1/*`` and ``/synthesize*``.
 
-Keys come from ``KOKORO_API_KEYS`` (comma-separated) and/or ``KOKORO_API_KEYS_FILE`` (one key a line,
-``#`` comments). With neither set (or both empty) the API is open. The file is re-read when it changes,
-so a Kubernetes Secret mounted as a volume rotates keys without a restart. Health, metrics, docs and the
+Keys come from ``KOKORO_API_KEYS`` and/or ``KOKORO_API_KEYS_FILE``. With neither set (or both empty) the
+API is open.
+
+* The file holds one key a line; a line whose first non-blank character is ``#`` is a comment. Anything
+  else on a line is the key (surrounding blanks stripped): ``#`` and every other printable character may
+  appear in a key.
+* The variable separates keys with commas (or is a JSON list of strings, ``["k1", "k2"]``, for keys that
+  contain commas). A key containing a comma would be split silently, so when the variable holds several
+  keys each must be at least MIN_SPLIT_KEY characters, else start-up fails and says why.
+
+With keys on, each key has its own namespace of saved voice mixes (voices.SAVED_SCOPE). The file is
+re-read when it changes, so a Kubernetes Secret mounted as a volume rotates keys without a restart. Health, metrics, docs and the
 studio page stay open. Keys are compared as SHA-256 digests with ``hmac.compare_digest`` against every
 configured key, so neither timing nor length tells anything about a key.
 """
@@ -19,6 +28,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import StartupError, error_body
+from .voices import SAVED_SCOPE
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +39,45 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+MIN_SPLIT_KEY = 8
+
+
 def parse_keys(text: str, sep: str | None = None) -> list[str]:
-    """Keys from a comma-separated value (sep=",") or a file's lines (sep=None: lines, # comments)."""
+    """Keys from the variable (sep=","; or a JSON list) or a file's lines (sep=None; ``#`` comment lines).
+
+    Raises StartupError for a key with control characters, and for a comma-separated value whose pieces
+    look like a key that the comma split (a piece shorter than MIN_SPLIT_KEY).
+    """
     if sep is None:
-        parts = [line.split("#", 1)[0] for line in text.splitlines()]
+        keys = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+        keys = [k for k in keys if k]
+    elif text.strip().startswith("["):
+        try:
+            keys = json.loads(text)
+        except ValueError as exc:
+            raise StartupError(f"KOKORO_API_KEYS looks like a JSON list but is not JSON: {exc}") from None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise StartupError("KOKORO_API_KEYS as JSON must be a list of strings.")
+        keys = [k.strip() for k in keys if k.strip()]
     else:
-        parts = text.split(sep)
-    return [p.strip() for p in parts if p.strip()]
+        keys = [p.strip() for p in text.split(sep) if p.strip()]
+        short = [k for k in keys if len(k) < MIN_SPLIT_KEY]
+        if len(keys) > 1 and short:
+            raise StartupError(
+                f"KOKORO_API_KEYS holds {len(keys)} comma-separated keys and {len(short)} of them are "
+                f"shorter than {MIN_SPLIT_KEY} characters: was a key containing ',' split in two? Keys in "
+                "this variable are separated by commas; give keys with commas as a JSON list "
+                '(["key,one", "key2"]) or in KOKORO_API_KEYS_FILE (one a line).'
+            )
+    for k in keys:
+        if not k.isprintable():
+            raise StartupError("An API key holds a control character (keys are printable text).")
+    return keys
+
+
+def saved_scope(key: str) -> str:
+    """The saved-voices namespace of a key: a one-way id (the key itself is never stored)."""
+    return hashlib.sha256(b"kokoro-saved-scope\0" + key.encode()).hexdigest()[:32]
 
 
 class ApiKeys:
@@ -70,7 +112,7 @@ class ApiKeys:
         if self.path is not None:
             try:
                 self._reload()
-            except OSError as exc:  # keep the last good keys; a missing file must not open the API
+            except (OSError, StartupError) as exc:  # keep the last good keys; never open the API
                 log.warning("API keys file unreadable, keeping the previous keys: %s", exc)
         return self._fixed + self._file
 
@@ -131,4 +173,5 @@ class ApiKeyAuth:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
+            SAVED_SCOPE.set(saved_scope(token))  # this key's own saved mixes
         await self.app(scope, receive, send)

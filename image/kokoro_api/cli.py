@@ -32,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .connections import CONCURRENCY_HEADROOM, WriteTimeout, connection_cap, guarded_protocol
     from .logs import setup_logging
     from .runtime import prepared_model
     from .voices import load_bundle
@@ -44,9 +45,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .shutdown import DrainingServer
 
     app = create_app(settings)
+    cap = connection_cap(settings.max_connections)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None,
+        WriteTimeout(app, settings.write_timeout_s), host=settings.host, port=settings.port, log_config=None,
         timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False,
+        http=guarded_protocol(header_timeout_s=settings.header_timeout_s, max_connections=cap,
+                              send_buffer_bytes=settings.send_buffer_kb * 1024),
+        timeout_keep_alive=settings.keep_alive_s, limit_concurrency=cap + CONCURRENCY_HEADROOM,
     )
     # SIGTERM: readiness 503 and new requests 503 at once, admitted requests finish, then exit 0.
     DrainingServer(

@@ -84,6 +84,24 @@ class Settings(BaseSettings):
         description="Longest `input` for a non-streamed response. Longer texts must stream, so that no "
         "single response outlives the mesh's perTryTimeout (30 s) and a retry never redoes long work.",
     )
+    max_audio_s_per_char: float = Field(
+        0.6, gt=0, le=10,
+        description="Audio ceiling: a request makes at most max(10, characters x this) seconds of audio at "
+        "speed 1.0, else 400 SpeechTooLong (checked before each chunk runs). English prose makes ~0.065 "
+        "s per character, numbers and dates up to ~0.2, a digit read alone ~0.35, a short number ~0.6.",
+    )
+    max_unstreamed_audio_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Most seconds of audio (speed 1.0) in one non-streamed response or batch item; beyond "
+        "it: 400 SpeechTooLong asking to stream. Unset: only max_audio_s_per_char applies. The Deployment "
+        "sets it so that a non-streamed synthesis fits the mesh's perTryTimeout (docs/gitops.md).",
+    )
+    g2p_deadline_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="Most seconds one request may spend turning text into phonemes (400 TextTooComplex "
+        "beyond). G2P is linear in the text (~0.5 ms per character worst case), so only a stalled machine "
+        "reaches it.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes (413 above).")
     max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
     max_batch_chars: int = Field(
@@ -115,6 +133,31 @@ class Settings(BaseSettings):
         "there. Unset: saved mixes live in memory only and are lost on restart.",
     )
 
+    # --- connections (kokoro-api serve; docs/operations.md, "Connections")
+    write_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="A streamed response whose client reads nothing for this long is dropped and its worker "
+        "freed.",
+    )
+    send_buffer_kb: int = Field(
+        256, ge=4, le=65536,
+        description="Kernel send buffer per client socket (KB). Bounds what a client that stops reading "
+        "holds in memory, and lets the write timeout notice it within seconds.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="A connection must send a request's complete headers within this many seconds of "
+        "opening (or of starting its next request), else it is closed.",
+    )
+    keep_alive_s: float = Field(
+        5.0, gt=0, le=600, description="An idle kept-alive connection is closed after this many seconds."
+    )
+    max_connections: int = Field(
+        200, ge=8, le=100_000,
+        description="Most open client connections; lowered at start-up to the open-file limit minus 48. "
+        "Beyond it a new connection is closed at once, and requests get 503.",
+    )
+
     graceful_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."
     )
@@ -130,13 +173,16 @@ class Settings(BaseSettings):
     # --- access and observability
     api_keys: SecretStr | None = Field(
         None,
-        description="Comma-separated API keys. Set (or api_keys_file set): /v1/* and /synthesize* need "
-        "'Authorization: Bearer <key>'; health, metrics, docs and /web stay open.",
+        description="API keys, separated by commas (or a JSON list of strings for keys containing commas; "
+        "with several keys each must be >= 8 characters, else start-up fails: a comma split a key). Set (or "
+        "api_keys_file set): /v1/* and /synthesize* need 'Authorization: Bearer <key>'; health, metrics, "
+        "docs and /web stay open. Each key has its own saved voice mixes.",
     )
     api_keys_file: Path | None = Field(
         None,
-        description="File of API keys, one a line ('#' comments), re-read when it changes (rotation without "
-        "a restart). Adds to api_keys.",
+        description="File of API keys, one a line (a line starting with '#' is a comment; any printable "
+        "character, '#' included, may be in a key), re-read when it changes (rotation without a restart). "
+        "Adds to api_keys.",
     )
     cors_origins: str = Field(
         "",

@@ -44,6 +44,18 @@ class InputTooLong(APIError):
     error = "InputTooLong"
 
 
+class SpeechTooLong(APIError):
+    """The text would make more audio than its length allows (the documented ceiling, docs/api.md)."""
+
+    error = "SpeechTooLong"
+
+
+class TextTooComplex(APIError):
+    """Phonemizing the text took longer than its deadline (KOKORO_G2P_DEADLINE_S)."""
+
+    error = "TextTooComplex"
+
+
 class NotFound(APIError):
     status = 404
     error = "NotFound"
@@ -120,9 +132,10 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       extra={"request_id": request_id})
         message = "The server failed to process the request."
+        # The server closes the connection after an unhandled error: say so, so clients do not reuse it.
         if request_id is None:
-            return JSONResponse(error_body("InternalError", message), 500)
+            return JSONResponse(error_body("InternalError", message), 500, headers={"Connection": "close"})
         body = error_body(
             "InternalError", f"{message} Quote request id {request_id}.", {"request_id": request_id}
         )
-        return JSONResponse(body, 500, headers={"X-Request-ID": request_id})
+        return JSONResponse(body, 500, headers={"X-Request-ID": request_id, "Connection": "close"})

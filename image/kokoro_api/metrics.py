@@ -99,6 +99,24 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.g2p_seconds = Histogram(
+            "kokoro_g2p_seconds",
+            "Time one synthesis request spent turning its text into phonemes.",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        Gauge("kokoro_g2p_in_flight", "Text-to-phoneme calls running now.", registry=r).set_function(
+            lambda: _phonemizer_value(app, "active")
+        )
+        Gauge(
+            "kokoro_g2p_seconds_busy", "Seconds spent turning text into phonemes since start.", registry=r
+        ).set_function(lambda: _phonemizer_value(app, "seconds_total"))
+        Gauge(
+            "kokoro_saved_voices_quarantined",
+            "Saved-voices files set aside as unreadable since start (the service kept serving).",
+            registry=r,
+        ).set_function(lambda: _voices_value(app, "quarantined"))
         Gauge("kokoro_queue_depth", "Requests waiting for an inference worker.", registry=r).set_function(
             lambda: _admission_value(app, "waiting")
         )
@@ -189,6 +207,8 @@ class Metrics:
         if rec.audio_seconds > 0:
             self.audio_seconds.labels(rec.route, fmt).inc(rec.audio_seconds)
             self.rtf.labels(rec.route).observe(rec.compute_seconds / rec.audio_seconds)
+        if rec.g2p_seconds > 0:
+            self.g2p_seconds.labels(rec.route).observe(rec.g2p_seconds)
         if rec.first_audio is not None:
             self.first_audio.labels(rec.route, str(rec.streamed).lower()).observe(rec.first_audio)
 
@@ -199,3 +219,13 @@ class Metrics:
 def _admission_value(app: FastAPI, name: str) -> float:
     admission = getattr(app.state, "admission", None)
     return float(getattr(admission, name, 0)) if admission is not None else 0.0
+
+
+def _phonemizer_value(app: FastAPI, name: str) -> float:
+    synthesizer = getattr(getattr(app.state, "runtime", None), "synthesizer", None)
+    return float(getattr(synthesizer.phonemizer, name, 0)) if synthesizer is not None else 0.0
+
+
+def _voices_value(app: FastAPI, name: str) -> float:
+    synthesizer = getattr(getattr(app.state, "runtime", None), "synthesizer", None)
+    return float(getattr(synthesizer.voices, name, 0)) if synthesizer is not None else 0.0

@@ -49,6 +49,7 @@ class RequestRecord:
     audio_seconds: float = 0.0
     audio_bytes: int = 0
     compute_seconds: float = 0.0
+    g2p_seconds: float = 0.0  # text -> phonemes (part of compute_seconds)
     first_audio: float | None = None
     active: bool = False  # counted in tts_active_requests
     on_first_job: Callable[[RequestRecord], None] | None = field(default=None, repr=False)
@@ -66,6 +67,9 @@ class RequestRecord:
     def synthesized(self, audio_seconds: float, compute_seconds: float) -> None:
         self.audio_seconds += audio_seconds
         self.compute_seconds += compute_seconds
+
+    def phonemized(self, seconds: float) -> None:
+        self.g2p_seconds += seconds
 
     def sent(self, n_bytes: int) -> None:
         """Encoded audio is ready to go out; the first call fixes the time to first audio."""
@@ -180,6 +184,7 @@ class RequestLog:
                 characters=rec.chars,
                 audio_seconds=round(rec.audio_seconds, 3),
                 audio_bytes=rec.audio_bytes,
+                g2p_ms=round(rec.g2p_seconds * 1000, 1),
             )
             if rec.first_audio is not None:
                 fields["first_audio_ms"] = round(rec.first_audio * 1000, 1)

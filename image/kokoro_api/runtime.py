@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ import numpy as np
 
 from .config import Settings
 from .engine.model import resolve_model
-from .engine.pool import EnginePool
+from .engine.pool import EnginePool, release_free_heap
 from .errors import StartupError
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
@@ -52,17 +50,6 @@ def prepared_model(settings: Settings, progress: bool = False, style: np.ndarray
         raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None
 
 
-def release_free_heap() -> None:
-    """Give the heap that loading freed back to the OS (glibc only; elsewhere a no-op).
-
-    Parsing the model's protobuf leaves ~125 MB (float variant) of freed but still resident heap behind
-    the ONNX Runtime session: 488 -> 362 MB RSS for a bare float session after ``malloc_trim(0)``, 191 ->
-    177 MB for int8 (docs/performance.md).
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 @dataclass
 class Runtime:
     settings: Settings
@@ -86,23 +73,44 @@ class Runtime:
         """
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kokoro-load") as ex:
-            phonemizer = ex.submit(Phonemizer)
+            phonemizer = ex.submit(Phonemizer, self.settings.workers)  # one G2P engine per worker
             try:
                 bundle = load_bundle(self.settings.voices_path)
                 voices = VoiceStore(bundle)
                 voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
                 self.model_path = prepared_model(self.settings, style=probe_style(self.settings, bundle))
-                pool = EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+                pool = self._pool(bundle)
             except BaseException:
                 phonemizer.cancel()
                 raise
             self.synthesizer = Synthesizer(
-                pool, phonemizer.result(), voices, first_chunk_tokens=self.settings.first_chunk_tokens
+                pool, phonemizer.result(), voices, first_chunk_tokens=self.settings.first_chunk_tokens,
+                audio_s_per_char=self.settings.max_audio_s_per_char,
+                g2p_deadline_s=self.settings.g2p_deadline_s,
             )
+        # Parsing the model's protobuf leaves ~125 MB (float) of freed heap resident: 488 -> 362 MB RSS
+        # after malloc_trim (docs/performance.md).
         release_free_heap()
         self.load_seconds = time.perf_counter() - t0
         log.info("model loaded", extra={"model": str(self.model_path), "seconds": round(self.load_seconds, 2),
                                         "voices": len(voices.builtin_ids), "workers": self.settings.workers})
+
+    def _pool(self, bundle: dict[str, np.ndarray]) -> EnginePool:
+        """The engine pool; a prepared model in the cache that ONNX Runtime cannot load (corrupted after it
+        was written) is discarded and prepared once more."""
+        assert self.model_path is not None
+        try:
+            return EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
+        except StartupError:
+            cache = Path(self.settings.cache_dir).resolve()
+            if cache not in self.model_path.resolve().parents:
+                raise  # the operator's own file (KOKORO_MODEL_PATH): report it, never delete it
+            from .engine.prepare import discard
+
+            log.warning("cached model %s does not load: preparing it again", self.model_path.name)
+            discard(self.model_path)
+            self.model_path = prepared_model(self.settings, style=probe_style(self.settings, bundle))
+            return EnginePool(self.model_path, self.settings.workers, self.settings.intra_op_threads)
 
     def close(self) -> None:
         if self.synthesizer is not None:

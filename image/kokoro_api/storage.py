@@ -7,6 +7,7 @@ name and renamed into place, so a download never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -43,9 +44,12 @@ class AudioStore:
         self.error: str | None = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
+            probe.write_bytes(b"")  # a read-only mount is found now, not halfway through a stream
+            probe.unlink()
         except OSError as exc:
-            self.error = f"{self.root}: {exc.strerror or exc}"
-            log.warning("audio directory unusable; download links will fail: %s", self.error)
+            self.error = f"{self.root.name}: {exc.strerror or exc}"
+            log.warning("audio directory unusable; download links will fail: %s", exc)
 
     def _files(self) -> list[tuple[float, int, Path]]:
         """(mtime, size, path) of the stored files, oldest first."""
@@ -110,8 +114,9 @@ class AudioStore:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.root / name)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # read-only or full disk, quota, I/O error: 507, never a 500
+                with contextlib.suppress(OSError):  # on a read-only file system unlink fails too
+                    tmp.unlink(missing_ok=True)
                 raise InsufficientStorage(
                     f"The audio could not be written to the download directory ({exc.strerror or exc}).",
                     {"size": len(data)},

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engine.pool import SAMPLE_RATE, EnginePool
-from .errors import InvalidRequest
+from .errors import InvalidRequest, SpeechTooLong, TextTooComplex
 from .text.chunker import FIRST_CHUNK_TOKENS, Chunk, chunk_text
-from .text.g2p import Phonemizer, vocab
+from .text.g2p import Budget, G2PTimeout, Phonemizer, vocab
 from .voices import VoiceStore
 
 FADE_SAMPLES = 120  # 5 ms fade at every chunk edge: no clicks at joins
@@ -27,6 +27,15 @@ EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
 KEEP_LEAD = int(0.05 * SAMPLE_RATE)
 KEEP_TRAIL = int(0.20 * SAMPLE_RATE)
 SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
+
+# Audio ceiling (docs/api.md, "Limits"): a request makes at most max(AUDIO_FLOOR_S, characters x
+# audio_s_per_char) seconds of audio at speed 1.0 (a slower speed stretches it by 1/speed), and a caller may
+# lower it (non-streamed responses: KOKORO_MAX_UNSTREAMED_AUDIO_S). Before a chunk runs, its audio is
+# estimated from its phoneme tokens (SECONDS_PER_TOKEN: Kokoro speaks 0.044-0.065 s per token at speed 1.0,
+# measured over prose, numbers, dates, acronyms, digits and emoji); a chunk that would cross the ceiling is
+# refused before any work, and the audio actually made is checked after each chunk.
+AUDIO_FLOOR_S = 10.0
+SECONDS_PER_TOKEN = 0.06
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Segment:
     audio: np.ndarray
     words: list[WordTime] = field(default_factory=list)
     tokens: int = 0
+    g2p_seconds: float = 0.0  # phonemization time spent producing this segment
 
     @property
     def seconds(self) -> float:
@@ -108,26 +118,51 @@ class Synthesizer:
         phonemizer: Phonemizer,
         voices: VoiceStore,
         first_chunk_tokens: int = FIRST_CHUNK_TOKENS,
+        *,
+        audio_s_per_char: float = 0.6,
+        g2p_deadline_s: float | None = 30.0,
     ) -> None:
         self.pool = pool
+        self.audio_s_per_char = audio_s_per_char
+        self.g2p_deadline_s = g2p_deadline_s
         self.first_chunk_tokens = first_chunk_tokens
         self.phonemizer = phonemizer
         self.voices = voices
         self._vocab = vocab()
 
-    def _chunks(self, text: str, british: bool, short_first: bool) -> Iterator[Chunk]:
-        words = lambda s: self.phonemizer.words(s, british)  # noqa: E731
+    def _chunks(self, text: str, british: bool, short_first: bool, budget: Budget) -> Iterator[Chunk]:
+        words = lambda s: self.phonemizer.words(s, british, budget)  # noqa: E731
         return chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
 
-    def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options) -> Segment | None:
-        """Next chunk -> audio (runs on a worker thread). None when the text is exhausted."""
-        chunk = next(chunks, None)
+    def audio_cap(self, text: str, max_audio_s: float | None = None) -> float:
+        """Most seconds of audio (at speed 1.0) ``text`` may make: the documented ceiling."""
+        cap = max(AUDIO_FLOOR_S, len(text) * self.audio_s_per_char)
+        return cap if max_audio_s is None else min(cap, max_audio_s)
+
+    def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options,
+              budget: Budget, room_s: float) -> Segment | None:
+        """Next chunk -> audio (runs on a worker thread). None when the text is exhausted.
+
+        ``room_s``: audio (seconds at speed 1.0) the request may still make; a chunk estimated above it
+        raises SpeechTooLong before the model runs.
+        """
+        spent = budget.spent
+        try:
+            chunk = next(chunks, None)
+        except G2PTimeout as exc:
+            raise TextTooComplex(
+                f"The text took too long to turn into phonemes ({exc}); split it or simplify it.",
+                {"field": "input"},
+            ) from None
+        g2p_s = budget.spent - spent
         if chunk is None:
             return None
         ids = [self._vocab[c] for c in chunk.phonemes]
         pause = np.zeros(int(chunk.pause_after * SAMPLE_RATE), dtype=np.float32)
         if not ids:
-            return Segment(pause, word_times(chunk, None, 0), 0)
+            return Segment(pause, word_times(chunk, None, 0), 0, g2p_s)
+        if len(ids) * SECONDS_PER_TOKEN > room_s:
+            raise SpeechTooLong("", {"estimated_tokens": len(ids)})
         result = self.pool.run(ids, style[len(ids) - 1], speed, run_options)
         lead, trail = _edges(result.audio, result.durations)
         words = word_times(chunk, result.durations, len(result.audio))
@@ -136,29 +171,45 @@ class Synthesizer:
             cut, end = lead / SAMPLE_RATE, len(audio) / SAMPLE_RATE
             words = [WordTime(w.word, min(max(w.start - cut, 0.0), end), min(max(w.end - cut, 0.0), end))
                      for w in words]
-        return Segment(np.concatenate([audio, pause]), words, len(ids))
+        return Segment(np.concatenate([audio, pause]), words, len(ids), g2p_s)
 
     async def segments(
-        self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None
+        self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None,
+        max_audio_s: float | None = None,
     ) -> AsyncIterator[Segment]:
-        """Yield audio segment by segment. Word times are absolute (seconds from the start)."""
+        """Yield audio segment by segment. Word times are absolute (seconds from the start).
+
+        Raises SpeechTooLong when the audio would pass :meth:`audio_cap` (``max_audio_s`` lowers it) and
+        TextTooComplex when phonemizing passes its deadline. Cancelling stops the G2P between two bounded
+        misaki calls and aborts the model call in flight.
+        """
         style = self.voices.style(voice)
         if british is None:
             british = self.voices.language_of(voice) == "en-gb"
-        chunks = self._chunks(text, british, short_first)
+        budget = Budget(self.g2p_deadline_s)
+        chunks = self._chunks(text, british, short_first, budget)
+        cap = self.audio_cap(text, max_audio_s)
         loop = asyncio.get_running_loop()
-        offset, spoken = 0.0, 0
+        offset, spoken, made = 0.0, 0, 0.0
         while True:
             run_options = self.pool.run_options()
-            fut = loop.run_in_executor(self.pool.executor, self._step, chunks, style, speed, run_options)
+            fut = loop.run_in_executor(
+                self.pool.executor, self._step, chunks, style, speed, run_options, budget, cap - made
+            )
             try:
                 seg = await asyncio.shield(fut)
             except asyncio.CancelledError:
+                budget.cancel()  # stop the G2P at its next call boundary
                 run_options.terminate = True  # abort the chunk in flight, free the worker
                 fut.add_done_callback(_consume)  # its "terminated" error is expected: don't log it
                 raise
+            except SpeechTooLong:
+                raise self._too_long(text, cap, max_audio_s) from None
             if seg is None:
                 break
+            made += seg.seconds * speed
+            if made > cap * 1.1:  # the token estimate was off by more than 10 %
+                raise self._too_long(text, cap, max_audio_s)
             spoken += seg.tokens
             seg.words = [WordTime(w.word, w.start + offset, w.end + offset) for w in seg.words]
             offset += seg.seconds
@@ -166,11 +217,26 @@ class Synthesizer:
         if spoken == 0:
             raise InvalidRequest("The input has nothing that can be spoken.", {"field": "input"})
 
-    async def synthesize(self, text: str, voice: str, speed: float, british: bool | None = None) -> Segment:
+    def _too_long(self, text: str, cap: float, max_audio_s: float | None) -> SpeechTooLong:
+        details = {"field": "input", "length": len(text), "max_audio_seconds": round(cap, 1)}
+        if max_audio_s is not None and cap >= max_audio_s:
+            return SpeechTooLong(
+                f"'input' makes more than {cap:g} s of audio, the limit for a non-streamed response. "
+                "Stream the response (stream_format='audio') or split the text.", details)
+        return SpeechTooLong(
+            f"'input' would make more than {cap:.0f} s of audio for its {len(text)} characters (at most "
+            f"{self.audio_s_per_char:g} s per character, {AUDIO_FLOOR_S:g} s for short texts): long digit "
+            "runs, symbols or emoji read out one by one. Shorten or rewrite those parts.", details)
+
+    async def synthesize(
+        self, text: str, voice: str, speed: float, british: bool | None = None,
+        max_audio_s: float | None = None,
+    ) -> Segment:
         """The whole text as one segment."""
-        parts = [s async for s in self.segments(text, voice, speed, british=british)]
+        parts = [s async for s in self.segments(text, voice, speed, british=british, max_audio_s=max_audio_s)]
         return Segment(
             np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.float32),
             [w for p in parts for w in p.words],
             sum(p.tokens for p in parts),
+            sum(p.g2p_seconds for p in parts),
         )

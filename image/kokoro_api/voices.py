@@ -14,9 +14,11 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,26 +142,90 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
     return terms
 
 
+#: Whose saved mixes a request sees. Set per request by the API-key middleware (auth.py) to an id derived
+#: from the key (never the key); "" when keys are off, so everyone shares one namespace then.
+SAVED_SCOPE: ContextVar[str] = ContextVar("kokoro_saved_scope", default="")
+MAX_SAVED_TOTAL = 20_000  # all scopes together: bounds the file
+STALE_TMP_S = 600  # a temporary file older than this is left over from a crash: deleted at attach
+
+
+class SavedFileError(ValueError):
+    """The saved-voices file does not have the expected shape."""
+
+
+def parse_saved_file(text: str) -> dict[str, dict[str, str]]:
+    """``saved_voices.json`` -> {scope: {name: mix}}; raises SavedFileError for anything else.
+
+    Shape: ``{"version": 1|2, "voices": {name: mix}, "scopes": {scope: {name: mix}}}`` ("voices" is the
+    scope "" used when API keys are off; version 1 files have only "voices"). Names and mixes are strings;
+    whether a mix still resolves is checked per entry later (a bad entry is skipped, not the file).
+    """
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise SavedFileError("nested too deeply") from None
+    except ValueError as exc:
+        raise SavedFileError(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SavedFileError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("version", 1) not in (1, 2):
+        raise SavedFileError(f"unknown version {data.get('version')!r}")
+    unknown = set(data) - {"version", "voices", "scopes"}
+    if unknown:
+        raise SavedFileError(f"unexpected keys {sorted(unknown)[:5]}")
+    scopes = {"": data.get("voices", {})}
+    extra = data.get("scopes", {})
+    if not isinstance(extra, dict):
+        raise SavedFileError("'scopes' must be an object of scope -> {name: mix}")
+    for scope, table in extra.items():
+        if not re.fullmatch(r"[0-9a-f]{32}", scope):
+            raise SavedFileError(f"bad scope id {str(scope)[:40]!r}")
+        scopes[scope] = table
+    total = 0
+    for scope, table in scopes.items():
+        if not isinstance(table, dict):
+            raise SavedFileError(f"the mixes of scope {scope or 'voices'!r} must be an object of name -> mix")
+        for name, mix in table.items():
+            if not isinstance(mix, str) or len(mix) > 4096 or len(name) > 64:
+                raise SavedFileError(f"entry {str(name)[:40]!r} must map a name to a mix string")
+        total += len(table)
+    if total > MAX_SAVED_TOTAL:
+        raise SavedFileError(f"{total} entries, more than {MAX_SAVED_TOTAL}")
+    return {k: v for k, v in scopes.items() if v or k == ""}
+
+
 class VoiceStore:
-    """Loaded voices plus saved named mixes; resolves ids and mixes to style arrays (cached)."""
+    """Loaded voices plus saved named mixes; resolves ids and mixes to style arrays (cached).
+
+    Saved mixes live in one namespace per API key (``SAVED_SCOPE``): with API keys on, a key holder sees,
+    replaces and deletes only the mixes saved with the same key. A saved-voices file of the wrong shape is
+    quarantined (renamed ``saved_voices.json.bad-<time>``, logged, counted in ``quarantined``), and the
+    service keeps serving built-in voices: it never turns every request into a 500 or a crash loop.
+    """
 
     def __init__(self, voices: dict[str, np.ndarray]) -> None:
         self._voices = voices
-        self._saved: dict[str, str] = {}
+        self._saved: dict[str, dict[str, str]] = {"": {}}
         self._dir: Path | None = None
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # guards _saved and _cache
         self._write_lock = threading.Lock()  # serializes changes (with the file lock across processes)
         self._stamp: tuple[int, int, int] | None = None
+        self.quarantined = 0  # saved-voices files set aside as unreadable (metric)
+        self.problem: str | None = None  # the last saved-voices file problem, for /readyz
 
     @property
     def builtin_ids(self) -> list[str]:
         return sorted(self._voices)
 
+    def _mine(self) -> dict[str, str]:
+        return self._saved.get(SAVED_SCOPE.get(), {})
+
     @property
     def saved(self) -> dict[str, str]:
+        """The saved mixes of the current scope (the caller's API key)."""
         self._reload()
-        return dict(self._saved)
+        return dict(self._mine())
 
     # --- saved named mixes (POST/DELETE /v1/audio/voices), persisted in <dir>/saved_voices.json
     #
@@ -177,10 +243,17 @@ class VoiceStore:
             self._dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"Saved voices directory {self._dir} cannot be created: {exc}") from None
-        try:
-            self._reload(strict=True)
-        except ValueError as exc:
-            raise StartupError(f"Saved voices file {self._dir / SAVED_FILE} cannot be read: {exc}") from None
+        self._remove_stale_temporaries()
+        self._reload()
+
+    def _remove_stale_temporaries(self) -> None:
+        assert self._dir is not None
+        now = time.time()
+        for tmp in self._dir.glob(f".{SAVED_FILE}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > STALE_TMP_S:
+                    tmp.unlink()
+                    log.info("stale saved-voices temporary file removed", extra={"file": tmp.name})
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -191,8 +264,20 @@ class VoiceStore:
             return self._stamp
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _reload(self, strict: bool = False) -> None:
-        """Load the file if it changed since it was last read (``strict``: a bad file raises ValueError)."""
+    def _quarantine(self, path: Path, why: str) -> None:
+        """Set a bad file aside (renamed, never deleted) so that saving works again; log and count it."""
+        self.quarantined += 1
+        bad = path.with_name(f"{SAVED_FILE}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+        try:
+            os.replace(path, bad)
+            self.problem = f"saved voices file was unreadable ({why}); set aside as {bad.name}"
+        except OSError as exc:
+            self.problem = f"saved voices file is unreadable ({why}) and could not be set aside ({exc})"
+        log.error("saved voices file quarantined", extra={"reason": why, "moved_to": bad.name,
+                                                           "problem": self.problem})
+
+    def _reload(self) -> None:
+        """Load the file if it changed since it was last read. Never raises: a bad file is quarantined."""
         if self._dir is None:
             return
         stamp = self._file_stamp()
@@ -200,28 +285,31 @@ class VoiceStore:
             return
         path = self._dir / SAVED_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8")) if stamp else {}
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
+            scopes = parse_saved_file(path.read_text(encoding="utf-8")) if stamp else {"": {}}
         except FileNotFoundError:
-            data = {}
-        except (OSError, ValueError) as exc:
-            if strict:
-                raise ValueError(str(exc)) from None
+            scopes = {"": {}}
+        except SavedFileError as exc:
+            self._quarantine(path, str(exc))
+            self._stamp = self._file_stamp()
+            return  # keep the mixes in memory: the next save writes a good file
+        except (OSError, UnicodeDecodeError) as exc:
             log.warning("saved voices file %s unreadable, keeping the mixes in memory: %s", path, exc)
             self._stamp = stamp  # warn once per change of the file, not on every request
             return
-        mixes = {}
-        for name, mix in (data.get("voices") or {}).items():
-            try:
-                self._check_saved(name, mix)
-            except InvalidVoice as exc:  # e.g. the bundle no longer has a voice it used
-                log.warning("saved voice %r skipped: %s", name, exc.message)
-                continue
-            mixes[name] = mix
+        loaded: dict[str, dict[str, str]] = {}
+        for scope, table in scopes.items():
+            mixes = loaded.setdefault(scope, {})
+            for name, mix in table.items():
+                try:
+                    self._check_saved(name, mix)
+                except InvalidVoice as exc:  # e.g. the bundle no longer has a voice it used
+                    log.warning("saved voice %r skipped: %s", name, exc.message)
+                    continue
+                mixes[name] = mix
+        loaded.setdefault("", {})
         with self._lock:
-            if mixes != self._saved:
-                self._saved = mixes
+            if loaded != self._saved:
+                self._saved = loaded
                 self._cache.clear()
             self._stamp = stamp
 
@@ -263,43 +351,52 @@ class VoiceStore:
                     {"field": "mix", "voice": mix, "unknown": term},
                 )
 
+    def _change(self, scope: str, mixes: dict[str, str]) -> None:
+        saved = {**self._saved, scope: mixes}
+        self._persist(saved)
+        with self._lock:
+            self._saved = saved
+            self._cache.clear()
+
     def save_mix(self, name: str, mix: str) -> bool:
-        """Save (or replace) a named mix; returns True if it was new. Raises InvalidVoice."""
+        """Save (or replace) a named mix in the caller's scope; returns True if it was new."""
         mix = mix.strip()
         self._check_saved(name, mix)
+        scope = SAVED_SCOPE.get()
         with self._file_lock():
-            created = name not in self._saved
-            if created and len(self._saved) >= MAX_SAVED:
+            mine = self._saved.get(scope, {})
+            created = name not in mine
+            if created and len(mine) >= MAX_SAVED:
                 raise InvalidVoice(f"At most {MAX_SAVED} saved voices; delete some first.", {"field": "name"})
-            mixes = {**self._saved, name: mix}
-            self._persist(mixes)
-            with self._lock:
-                self._saved = mixes
-                self._cache.clear()
+            if created and sum(len(t) for t in self._saved.values()) >= MAX_SAVED_TOTAL:
+                raise InsufficientStorage(f"The server holds {MAX_SAVED_TOTAL} saved voices, its limit.")
+            self._change(scope, {**mine, name: mix})
         return created
 
     def delete_mix(self, name: str) -> bool:
-        """Delete a saved mix; False if there is none of that name. Built-ins raise InvalidVoice."""
+        """Delete a saved mix of the caller's scope; False if there is none of that name."""
         if name in self._voices:
             raise InvalidVoice(f"{name!r} is a built-in voice and cannot be deleted.", {"name": name})
+        scope = SAVED_SCOPE.get()
         with self._file_lock():
-            if name not in self._saved:
+            mine = self._saved.get(scope, {})
+            if name not in mine:
                 return False
-            mixes = {k: v for k, v in self._saved.items() if k != name}
-            self._persist(mixes)
-            with self._lock:
-                self._saved = mixes
-                self._cache.clear()
+            self._change(scope, {k: v for k, v in mine.items() if k != name})
         return True
 
-    def _persist(self, mixes: dict[str, str]) -> None:
+    def _persist(self, saved: dict[str, dict[str, str]]) -> None:
         if self._dir is None:
             return
         path = self._dir / SAVED_FILE
         tmp = self._dir / f".{SAVED_FILE}.{uuid.uuid4().hex}.tmp"  # pids repeat across pods
+        scopes = {k: v for k, v in saved.items() if k and v}
+        data: dict = {"version": 2 if scopes else 1, "voices": saved.get("", {})}
+        if scopes:
+            data["scopes"] = scopes
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"version": 1, "voices": mixes}, f, indent=1, sort_keys=True)
+                json.dump(data, f, indent=1, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -314,17 +411,17 @@ class VoiceStore:
     def language_of(self, spec: str) -> str:
         """The accent of a voice or mix: that of its first (or heaviest) voice."""
         self._reload()
-        terms = self._expand(spec)
+        terms = self._expand(spec, self._mine())
         first = max(terms, key=lambda t: t[1])[0]
         return describe(first).language
 
-    def _expand(self, spec: str, depth: int = 0) -> list[tuple[str, float]]:
+    def _expand(self, spec: str, saved: dict[str, str], depth: int = 0) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         for name, weight in parse_mix(spec):
             if name in self._voices:
                 out.append((name, weight))
-            elif name in self._saved and depth < 4:
-                sub = self._expand(self._saved[name], depth + 1)
+            elif name in saved and depth < 4:
+                sub = self._expand(saved[name], saved, depth + 1)
                 total = sum(w for _, w in sub)
                 out.extend((n, weight * w / total) for n, w in sub)
             else:
@@ -337,21 +434,23 @@ class VoiceStore:
     def style(self, spec: str) -> np.ndarray:
         """The (510, 1, 256) style array for a voice id or mix."""
         self._reload()
-        saved = self._saved.get(spec.strip()) if spec else None
-        return self._mix_style(saved if saved is not None else spec)  # a saved name is exactly its mix
+        mine = self._mine()
+        saved = mine.get(spec.strip()) if spec else None
+        return self._mix_style(saved if saved is not None else spec, mine)  # a saved name is its mix
 
-    def _mix_style(self, spec: str) -> np.ndarray:
+    def _mix_style(self, spec: str, saved: dict[str, str]) -> np.ndarray:
+        key = (SAVED_SCOPE.get(), spec)
         with self._lock:
-            hit = self._cache.get(spec)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(spec)
+                self._cache.move_to_end(key)
                 return hit
-        terms = self._expand(spec)
+        terms = self._expand(spec, saved)
         total = sum(w for _, w in terms)
         arr = sum(self._voices[n] * np.float32(w / total) for n, w in terms)
         arr = np.asarray(arr, dtype=np.float32)
         with self._lock:
-            self._cache[spec] = arr
+            self._cache[key] = arr
             while len(self._cache) > MIX_CACHE_SIZE:
                 self._cache.popitem(last=False)
         return arr

@@ -288,3 +288,31 @@ def test_an_fp32_export_runs_with_every_variant(source, feeds, tmp_path):
     voices = np.load(voices_path())
     variant, path = choose_variant(fp32, cache, 2, voices["af_heart"])
     assert variant in ("int8", "float") and path.is_file()
+
+
+def test_truncated_or_corrupt_prepared_model_is_rebuilt(source, tmp_path):
+    """A prepared model cut short (full disk, interrupted copy) or corrupted in the cache is detected
+    (recorded size; ONNX Runtime refusing it) and prepared again, instead of failing every start."""
+    from helpers import voices_path
+    from kokoro_api.config import Settings
+    from kokoro_api.engine.prepare import prepare_model
+    from kokoro_api.runtime import Runtime
+
+    dst = prepare_model(source, tmp_path, "int8")
+    size = dst.stat().st_size
+    with open(dst, "r+b") as f:  # truncated: found by its recorded size, before any load
+        f.truncate(size // 2)
+    assert prepare_model(source, tmp_path, "int8") == dst
+    assert dst.stat().st_size == size
+    session(dst)  # loads
+
+    with open(dst, "r+b") as f:  # same size, garbage header: ONNX Runtime refuses it -> prepared again
+        f.write(b"\xff" * 4096)
+    settings = Settings(model_path=source, cache_dir=tmp_path, model_variant="int8", warmup=False,
+                        voices_path=voices_path(), workers=1)
+    rt = Runtime(settings)
+    try:
+        rt.load()
+        assert rt.model_path == dst and dst.read_bytes()[:4096] != b"\xff" * 4096
+    finally:
+        rt.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_invariants import duration_seconds, effective_setting
+from .test_invariants import duration_seconds, effective_setting, env_value
 
 RETRY_ON = {"5xx", "reset", "connect-failure", "refused-stream"}
 STREAMING_PATHS = {"/v1/audio/speech"}
@@ -84,6 +84,22 @@ def test_non_streamed_work_fits_one_attempt(virtualservice, container) -> None:
         f"{queue:.0f} s queue + {max_chars} characters (~{synthesis:.0f} s at RTF {RTF_BUDGET}) exceed "
         f"perTryTimeout {per_try:.0f} s: a slow request would be retried and its work repeated"
     )
+
+
+def test_non_streamed_audio_is_capped_for_every_input(virtualservice, container) -> None:
+    """Characters alone do not bound the work: 200 digits or emoji read out make ~10x the audio of 200
+    characters of prose. The service's audio ceiling (KOKORO_MAX_UNSTREAMED_AUDIO_S, checked before each
+    chunk runs by a token estimate that errs by at most AUDIO_ESTIMATE_SLACK) bounds it for any input."""
+    from kokoro_api.synthesis import SECONDS_PER_TOKEN
+
+    raw = env_value(container, "KOKORO_MAX_UNSTREAMED_AUDIO_S")
+    assert raw is not None, "the Deployment must cap the audio of non-streamed responses"
+    audio_estimate_slack = 0.065 / SECONDS_PER_TOKEN  # the slowest speech measured per token (docs/api.md)
+    worst = float(raw) * audio_estimate_slack * RTF_BUDGET
+    queue = effective_setting(container, "max_queue_wait_s")
+    assert queue + worst <= per_try_timeout(virtualservice), (queue, worst)
+    # ... and it does not refuse the prose the character limit lets through (200 chars ~ 13 s at 15/s)
+    assert float(raw) >= 0.9 * effective_setting(container, "max_unstreamed_chars") / CHARS_PER_AUDIO_SECOND
 
 
 def test_queue_wait_ends_before_the_mesh_gives_up(virtualservice, container) -> None:

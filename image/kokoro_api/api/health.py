@@ -1,20 +1,34 @@
-"""Kubernetes probes: liveness (/healthz) and readiness (/readyz)."""
+"""Kubernetes probes: liveness (/healthz) and readiness (/readyz).
+
+Neither shows file system paths (a start-up error names files by their base name only; the log has
+the full text).
+"""
 
 from __future__ import annotations
+
+import logging
+import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import error_body
+from ..errors import APIError, error_body
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+_ABS_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"(),]+/)+([^\s/:'\"(),]*)")
+
+
+def without_paths(message: str) -> str:
+    """``"Model file /root/.cache/x.onnx is bad"`` -> ``"Model file x.onnx is bad"``."""
+    return _ABS_PATH.sub(lambda m: m.group(1) or "", message)
 
 
 @router.get("/healthz", summary="Liveness: the process serves requests")
 async def healthz(request: Request) -> JSONResponse:
     rt = request.app.state.runtime
     if rt.error:  # start-up failed for good: let Kubernetes restart the container
-        return JSONResponse(error_body("StartupFailed", rt.error), 503)
+        return JSONResponse(error_body("StartupFailed", without_paths(rt.error)), 503)
     return JSONResponse({"status": "ok"})
 
 
@@ -24,6 +38,13 @@ async def readyz(request: Request) -> JSONResponse:
     if request.app.state.admission.draining:
         return JSONResponse(error_body("ShuttingDown", "The server is shutting down."), 503)
     if not rt.ready:
-        msg = rt.error or "The model is loading."
+        msg = without_paths(rt.error) if rt.error else "The model is loading."
         return JSONResponse(error_body("NotReady", msg), 503, headers={"Retry-After": "2"})
-    return JSONResponse({"status": "ready", "model": rt.model_path.name if rt.model_path else None})
+    try:  # the path every synthesis takes first (saved-voices file re-read, default voice resolved)
+        rt.voices.style(rt.settings.default_voice)
+    except APIError as exc:
+        return JSONResponse(error_body("NotReady", f"Voices unusable: {exc.message}"), 503)
+    body = {"status": "ready", "model": rt.model_path.name if rt.model_path else None}
+    if rt.voices.problem:
+        body["warnings"] = [without_paths(rt.voices.problem)]
+    return JSONResponse(body)

@@ -47,6 +47,7 @@ class SynthesisJob:
     fmt: str
     streamed: bool
     british: bool | None = None
+    max_audio_s: float | None = None  # the non-streamed audio cap (KOKORO_MAX_UNSTREAMED_AUDIO_S)
 
     @classmethod
     def checked(
@@ -71,7 +72,8 @@ class SynthesisJob:
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
-        return cls(rt, text, voice, speed, fmt, streamed, british)
+        cap = None if streamed else settings.max_unstreamed_audio_s
+        return cls(rt, text, voice, speed, fmt, streamed, british, cap)
 
     def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
         return self.rt.synthesizer.segments(
@@ -79,7 +81,9 @@ class SynthesisJob:
         )
 
     async def whole(self) -> Segment:
-        return await self.rt.synthesizer.synthesize(self.text, self.voice, self.speed, british=self.british)
+        return await self.rt.synthesizer.synthesize(
+            self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s
+        )
 
     @property
     def filename(self) -> str:
@@ -106,6 +110,7 @@ async def _stream_bytes(job: SynthesisJob, lease: Lease, ramp: bool = True) -> A
         async for seg in job.segments(short_first=ramp):
             data = await asyncio.to_thread(enc.write, seg.audio)
             rec.synthesized(seg.seconds, time.perf_counter() - t)  # not counting time blocked on the client
+            rec.phonemized(seg.g2p_seconds)
             if not spoken and not seg.tokens:
                 held.append(data)
                 t = time.perf_counter()
@@ -151,11 +156,18 @@ async def render_all(jobs: list[SynthesisJob], admission: Admission) -> list[Seg
     """Whole, non-streamed syntheses, in order, under one worker slot (a batch never 503s halfway)."""
     lease = await admission.acquire()
     t = time.perf_counter()
+    segs: list[Segment] = []
+    made = 0.0  # a batch shares one non-streamed audio cap: it answers when all its items are done
     try:
-        segs = [await job.whole() for job in jobs]
+        for job in jobs:
+            if job.max_audio_s is not None:
+                job.max_audio_s = max(0.0, job.max_audio_s - made)
+            segs.append(await job.whole())
+            made += segs[-1].seconds * job.speed
     finally:
         lease.release()
     current().synthesized(sum(seg.seconds for seg in segs), time.perf_counter() - t)
+    current().phonemized(sum(seg.g2p_seconds for seg in segs))
     return segs
 
 
@@ -186,8 +198,10 @@ async def _tee_to_store(
         yield data
     try:
         await asyncio.to_thread(store.save, b"".join(parts), fmt, name)
-    except APIError as exc:  # the response is already sent; the link will 404
+    except APIError as exc:  # the response is already sent, whole; the link will 404
         log.warning("streamed audio not kept for download: %s", exc.message)
+    except OSError as exc:  # never let a disk error cut the stream's last chunk
+        log.warning("streamed audio not kept for download: %s", exc.strerror or exc)
 
 
 def audio_headers(job: SynthesisJob) -> dict[str, str]:

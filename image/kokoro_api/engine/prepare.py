@@ -550,6 +550,38 @@ def prepared_path(src: Path, cache_dir: Path, variant: Variant) -> Path:
     return Path(cache_dir) / "prepared" / f"kokoro-{digest[:16]}-{variant}-v{PREPARE_VERSION}.onnx"
 
 
+def _size_record(dst: Path) -> Path:
+    return dst.with_name(dst.name + ".size")
+
+
+def cached(dst: Path) -> bool:
+    """Whether a prepared model in the cache is whole: its size matches the one recorded when it was
+    written. A truncated file (a full disk, a copy cut short) is removed so that it is prepared again.
+    A file from before sizes were recorded is trusted; if ONNX Runtime cannot load it, the runtime
+    discards it and prepares it again (runtime.Runtime.load)."""
+    if not dst.is_file():
+        return False
+    try:
+        recorded = int(_size_record(dst).read_text().strip())
+    except FileNotFoundError:
+        return dst.stat().st_size > 0
+    except (OSError, ValueError):
+        recorded = -1
+    if recorded != dst.stat().st_size:
+        log.warning("prepared model %s is truncated (%d bytes, %d recorded): preparing it again",
+                    dst.name, dst.stat().st_size, recorded)
+        discard(dst)
+        return False
+    return True
+
+
+def discard(dst: Path) -> None:
+    """Remove a prepared model (and its size record) found broken."""
+    for path in (dst, _size_record(dst)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path:
     """Return the path of the prepared model (durations output; ``float``: also de-quantized), cached.
 
@@ -562,7 +594,7 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     src, cache_dir = Path(src), Path(cache_dir)
     dst = prepared_path(src, cache_dir, variant)
-    if dst.is_file() and dst.stat().st_size > 0:
+    if cached(dst):
         return dst
     t0 = time.perf_counter()
     try:
@@ -576,7 +608,9 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
         stats = _dequantize(model)
         stats["conv_2d"] = _convs_as_2d(model)
     onnx.checker.check_model(model, full_check=False)
-    _atomic_write_bytes(dst, model.SerializeToString())
+    data = model.SerializeToString()
+    _atomic_write_bytes(dst, data)
+    _atomic_write_bytes(_size_record(dst), f"{len(data)}\n".encode())
     log.info("prepared %s model %s in %.1f s %s", variant, dst, time.perf_counter() - t0, stats or "")
     # Files an older PREPARE_VERSION made of the same source and variant are never used again (~260 MB).
     for stale in dst.parent.glob(dst.name.replace(f"-v{PREPARE_VERSION}.onnx", "-v*.onnx")):
@@ -597,7 +631,7 @@ def prepare_in_subprocess(src: Path, cache_dir: Path, variant: Variant = "int8")
     """
     src, cache_dir = Path(src), Path(cache_dir)
     dst = prepared_path(src, cache_dir, variant)
-    if dst.is_file() and dst.stat().st_size > 0:
+    if cached(dst):
         return dst
     t0 = time.perf_counter()
     proc = subprocess.run(
