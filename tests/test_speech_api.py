@@ -87,7 +87,7 @@ BAD = [
     ({"input": "x " * 600, "stream": False}, "InputTooLong"),  # over the non-streamed cap
     ({"input": "Hi", "voice": "nobody"}, "InvalidVoice"),
     ({"input": "Hi", "voice": "../../etc/passwd"}, "InvalidVoice"),
-    ({"input": "Hi", "model": "gpt-4o-mini-tts"}, "ValidationError"),
+    ({"input": "Hi", "model": "whisper-1"}, "ValidationError"),
     ({"input": "Hi", "response_format": "ogg-vorbis"}, "ValidationError"),
     ({"input": "Hi", "speed": 0.1}, "ValidationError"),
     ({"input": "Hi", "speed": 5}, "ValidationError"),

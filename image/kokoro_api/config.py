@@ -11,6 +11,12 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
+# OpenAI's voice names -> Kokoro voices: the same-named Kokoro voice where there is one, otherwise one of
+# the same gender (docs/api.md#openai-voice-names).
+DEFAULT_VOICE_ALIASES = (
+    "alloy=af_alloy,ash=am_michael,ballad=bm_lewis,coral=af_heart,echo=am_echo,fable=bm_fable,"
+    "nova=af_nova,onyx=am_onyx,sage=af_sarah,shimmer=af_bella,verse=am_fenrir"
+)
 
 
 def _default_cache_dir() -> Path:
@@ -92,6 +98,17 @@ class Settings(BaseSettings):
         "answers only when every item is done, stays within the mesh's timeout.",
     )
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+    voice_aliases: str = Field(
+        DEFAULT_VOICE_ALIASES,
+        description="Comma-separated `name=voice` pairs: other names a request may use for a voice or mix "
+        "(OpenAI's voice names by default, so clients that only know those speak). A built-in voice or a "
+        "saved mix of the same name wins. Empty: no aliases.",
+    )
+    public_lists: bool = Field(
+        True,
+        description="With API keys set, GET /v1/models, /v1/audio/models and /v1/audio/voices still answer "
+        "without a key (Open WebUI lists them without one). false: they need a key like the rest of /v1.",
+    )
 
     # --- files: download links and saved voice mixes
     audio_dir: Path = Field(

@@ -13,8 +13,10 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..admission import Admission, Lease
@@ -47,11 +49,12 @@ class SynthesisJob:
     fmt: str
     streamed: bool
     british: bool | None = None
+    volume: float = 1.0  # Kokoro-FastAPI's volume_multiplier
 
     @classmethod
     def checked(
         cls, rt: Runtime, settings: Settings, *, text: str, voice: str | None, speed: float, fmt: str,
-        streamed: bool, british: bool | None = None, field: str = "input",
+        streamed: bool, british: bool | None = None, field: str = "input", volume: float = 1.0,
     ) -> SynthesisJob:
         """Validate text length and voice up front, so errors are 400s before any audio is sent."""
         text = _LONE_SURROGATES.sub("", text).strip()  # valid JSON ("\\ud800"); spaCy fails on them
@@ -71,15 +74,24 @@ class SynthesisJob:
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
-        return cls(rt, text, voice, speed, fmt, streamed, british)
+        return cls(rt, text, voice, speed, fmt, streamed, british, volume)
 
-    def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
-        return self.rt.synthesizer.segments(
+    def _scaled(self, seg: Segment) -> Segment:
+        if self.volume != 1.0:
+            seg.audio = np.clip(seg.audio * np.float32(self.volume), -1.0, 1.0)
+        return seg
+
+    async def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
+        inner = self.rt.synthesizer.segments(
             self.text, self.voice, self.speed, short_first=short_first, british=self.british
         )
+        async with aclosing(inner):
+            async for seg in inner:
+                yield self._scaled(seg)
 
     async def whole(self) -> Segment:
-        return await self.rt.synthesizer.synthesize(self.text, self.voice, self.speed, british=self.british)
+        seg = await self.rt.synthesizer.synthesize(self.text, self.voice, self.speed, british=self.british)
+        return self._scaled(seg)
 
     @property
     def filename(self) -> str:
