@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
+PULLED_VOICES = Path("voices") / "voices-v1.0-en.npz"  # where `kokoro-api models pull` puts the bundle
 # OpenAI's voice names -> Kokoro voices: the same-named Kokoro voice where there is one, otherwise one of
 # the same gender (docs/api.md#openai-voice-names).
 DEFAULT_VOICE_ALIASES = (
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     voices_path: Path | None = Field(
         None,
         description="Voice bundle: an .npz in kokoro-onnx's voices-v1.0.bin layout or a folder of .npy "
-        "files. Required (the service refuses to start without voices).",
+        "files. Unset: the bundle `kokoro-api models pull` wrote to the cache directory, if any; without "
+        "voices the service refuses to start.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
@@ -165,3 +167,10 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_text: bool = Field(False, description="Log request input text (debug only; off by default).")
+
+    @model_validator(mode="after")
+    def _pulled_voices(self) -> Settings:
+        """No KOKORO_VOICES_PATH: use the bundle `models pull` left in the cache, so every command finds it."""
+        if self.voices_path is None and (self.cache_dir / PULLED_VOICES).is_file():
+            self.voices_path = self.cache_dir / PULLED_VOICES
+        return self

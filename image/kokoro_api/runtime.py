@@ -47,6 +47,8 @@ def prepared_model(settings: Settings, progress: bool = False, style: np.ndarray
             style = style if style is not None else probe_style(settings)
             return choose_variant(source, settings.cache_dir, settings.intra_op_threads, style)[1]
         return prepare_in_subprocess(source, settings.cache_dir, settings.model_variant)
+    except StartupError:  # e.g. no voices to time the variants with: say that, not "corrupt model"
+        raise
     except Exception as exc:  # onnx raises DecodeError & co. for a truncated or corrupt file
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None

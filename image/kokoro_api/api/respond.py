@@ -122,10 +122,10 @@ async def _stream_bytes(job: SynthesisJob, lease: Lease, ramp: bool = True) -> A
                 held.append(data)
                 t = time.perf_counter()
                 continue
-            spoken = True
+            first_spoken, spoken = not spoken, True
             data = b"".join(held) + data
             held.clear()
-            if data:
+            if data or first_spoken:  # FLAC's bytes come at the end: an empty first piece starts the response
                 rec.sent(len(data))
                 yield data
             t = time.perf_counter()
@@ -152,6 +152,8 @@ async def _first(it: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]
 async def _sse(chunks: AsyncIterator[bytes], job: SynthesisJob) -> AsyncIterator[bytes]:
     total = 0
     async for data in chunks:
+        if not data:
+            continue
         total += len(data)
         event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
         yield f"data: {json.dumps(event)}\n\n".encode()
