@@ -20,7 +20,7 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..admission import Admission, Lease
-from ..audio.encode import EXTENSIONS, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
+from ..audio.encode import EXTENSIONS, HELD_WHOLE, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
 from ..config import Settings
 from ..errors import APIError, InputTooLong, InvalidRequest
 from ..requestlog import current
@@ -222,7 +222,8 @@ async def audio_response(
     if store is not None:
         store.check()  # an unusable directory is a 507 before any audio is sent
     lease = await admission.acquire()
-    stream = _stream_bytes(job, lease, ramp=not admission.waiting)
+    # A short first chunk only helps where bytes flow as they are made (FLAC's come whole at the end).
+    stream = _stream_bytes(job, lease, ramp=not admission.waiting and job.fmt not in HELD_WHOLE)
     try:
         _, stream = await _first(stream)
     except BaseException:
