@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,7 +33,9 @@ class NormalizationOptions(BaseModel):
         """The switches set to something other than their default (they have no effect here)."""
         defaults = NormalizationOptions()
         out = [k for k in type(self).model_fields if k != "normalize" and getattr(self, k) != getattr(defaults, k)]
-        return out + sorted(self.model_extra or {})
+        extra = sorted(self.model_extra or {})
+        named = [k for k in extra if re.fullmatch(r"[A-Za-z0-9_]{1,64}", k)][:10]  # echoed in a header
+        return out + named + (["(other keys)"] if len(named) < len(extra) else [])
 
 
 class SpeechRequest(BaseModel):
