@@ -144,7 +144,7 @@ def test_voices_and_models(client):
     assert heart == {"id": "af_heart", "name": "Heart", "language": "en-us", "gender": "female"}
     assert next(v for v in voices if v["id"] == "bm_george")["language"] == "en-gb"
     models = {m["id"] for m in client.get("/v1/models").json()["data"]}
-    assert models == {"kokoro", "tts-1", "tts-1-hd"}
+    assert models == {"kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"}
 
 
 def test_probes_and_docs(client):
