@@ -399,13 +399,16 @@ class Smoke:
                 err = r.json()
             except ValueError as e:
                 raise AssertionError(f"{what}: the 400 body is not JSON: {r.body[:200]!r}") from e
+            openai_error = err.get("error") if isinstance(err, dict) else None
             assert (
-                isinstance(err, dict)
-                and isinstance(err.get("error"), str)
+                isinstance(openai_error, dict)
+                and isinstance(openai_error.get("message"), str) and openai_error["message"]
+                and openai_error.get("type") == "invalid_request_error"
+                and isinstance(openai_error.get("code"), str)
                 and isinstance(err.get("message"), str)
                 and isinstance(err.get("details"), dict)
-            ), f"{what}: body is not {{error, message, details}}: {err}"
-        return f"{len(cases)} invalid requests -> 400 {{error, message, details}}"
+            ), f"{what}: body is not OpenAI's {{error: {{message, type, param, code}}, message, details}}: {err}"
+        return f"{len(cases)} invalid requests -> 400 with OpenAI's error object"
 
     def streaming(self):
         r = self.speech(STREAM_TEXT, "pcm", stream_format="audio")

@@ -109,10 +109,26 @@ def live_server(tmp: Path, *args: str, wait_ready: bool = True, timeout: float =
 
 
 def assert_error(resp: httpx.Response, status: int, error: str | None = None) -> dict:
+    """The documented error shape: OpenAI's ``{"error": {message, type, param, code}, message, details}`` on
+    ``/v1/...``, the plan's ``{error, message, details}`` elsewhere. Returns the body with ``error`` being
+    the error's name (``InvalidVoice``) in both cases, so callers check one thing."""
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert set(body) == {"error", "message", "details"}, body
     assert isinstance(body["message"], str) and body["message"]
+    if resp.request.url.path.startswith("/v1/"):
+        err = body["error"]
+        assert set(err) == {"message", "type", "param", "code"}, body
+        assert err["message"] == body["message"]
+        assert err["type"] == openai_type(status), body
+        name = "".join(part.title() for part in err["code"].split("_"))
+        body = {**body, "error": name, "openai": err}
     if error:
-        assert body["error"] == error, body
+        assert body["error"].lower() == error.lower(), body
     return body
+
+
+def openai_type(status: int) -> str:
+    return {401: "authentication_error", 404: "not_found_error"}.get(
+        status, "server_error" if status >= 500 else "invalid_request_error"
+    )

@@ -21,11 +21,12 @@ from kokoro_api.errors import StartupError
 SPEECH = {"model": "kokoro", "input": "Hello.", "voice": "af_heart"}
 PROTECTED = [
     ("POST", "/v1/audio/speech"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/audio/voices"),
+    ("GET", "/v1/limits"),
+    ("POST", "/v1/audio/voices"),
     ("POST", "/synthesize"),
     ("POST", "/synthesize/batch"),
 ]
+LISTS = ["/v1/models", "/v1/audio/models", "/v1/audio/voices"]  # open by default (KOKORO_PUBLIC_LISTS)
 OPEN = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/web/"]
 
 
@@ -49,6 +50,17 @@ def test_protected_routes_need_a_key(keyed, method, path):
     assert "x-request-id" in r.headers
     for bad in ("Bearer wrong", "Bearer alpha-key2", "Basic YWxwaGEta2V5", "alpha-key", "Bearer "):
         assert keyed.request(method, path, json=SPEECH, headers={"Authorization": bad}).status_code == 401
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_lists_are_readable_without_a_key_unless_closed(tmp_path, keyed, path):
+    """Open WebUI fetches the model and voice lists without a key; KOKORO_PUBLIC_LISTS=false closes them."""
+    r = keyed.get(path)
+    assert r.status_code != 401, r.text  # 200 for the model lists; 503 NotReady for voices (no model here)
+    assert keyed.post("/v1/audio/voices", json={"name": "x", "mix": "af_heart"}).status_code == 401
+    with _client(tmp_path, api_keys="alpha-key", public_lists=False) as closed:
+        assert_error(closed.get(path), 401, "Unauthorized")
+        assert closed.get(path, headers={"Authorization": "Bearer alpha-key"}).status_code != 401
 
 
 @pytest.mark.parametrize("key", ["alpha-key", "beta-key"])
@@ -77,7 +89,7 @@ def test_keys_file_is_reloaded_on_change(tmp_path):
     with _client(tmp_path, api_keys_file=path) as c:
 
         def status(key: str) -> int:
-            return c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+            return c.get("/v1/limits", headers={"Authorization": f"Bearer {key}"}).status_code
 
         assert status("old-key") == 200 and status("new-key") == 401
         path.write_text("old-key\n  # added:\nnew-key\n")  # step 1 of a rotation: both
@@ -163,6 +175,6 @@ def test_cors_origins_enable_it_and_preflight_needs_no_key(tmp_path):
         other = c.get("/v1/models", headers={"Origin": "https://evil.example", "Authorization": "Bearer k"})
         assert "access-control-allow-origin" not in other.headers
         # a 401 still carries the CORS header, so a browser can read the error
-        denied = c.get("/v1/models", headers={"Origin": "https://app.example"})
+        denied = c.get("/v1/limits", headers={"Origin": "https://app.example"})
         assert denied.status_code == 401
         assert denied.headers["access-control-allow-origin"] == "https://app.example"

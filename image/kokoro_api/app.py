@@ -32,6 +32,9 @@ async def _load(app: FastAPI) -> None:
             await rt.synthesizer.synthesize(WARMUP_TEXT, voice, 1.0)
         rt.ready = True
         log.info("ready", extra={"seconds": round(rt.load_seconds, 2)})
+        on_ready = getattr(app.state, "on_ready", None)  # `kokoro-api serve`: one line for a human
+        if on_ready is not None:
+            on_ready()
         # British English (b* voices) builds its lexicon now, off the start-up path; a British request
         # arriving first simply waits for it.
         try:

@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import StartupError, error_body
+from .errors import StartupError, error_bytes
 from .voices import SAVED_SCOPE
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIXES = ("/v1/", "/synthesize")
+# What a client lists before it has been configured (Open WebUI fetches these without a key): readable
+# without a key unless KOKORO_PUBLIC_LISTS=false.
+PUBLIC_LISTS = frozenset({"/v1/models", "/v1/audio/models", "/v1/audio/voices"})
 
 
 def _digest(key: str) -> bytes:
@@ -141,15 +143,17 @@ def _bearer(scope: Scope) -> str | None:
 class ApiKeyAuth:
     """Pure ASGI: 401 in the error shape (with ``WWW-Authenticate: Bearer``) before the body is read."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, keys: ApiKeys, public: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.keys = keys
+        self.public = public  # GET paths that need no key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] != "OPTIONS"  # CORS preflights carry no credentials
             and scope["path"].startswith(PROTECTED_PREFIXES)
+            and not (scope["method"] in ("GET", "HEAD") and scope["path"] in self.public)
         ):
             token = _bearer(scope)
             if token is None or not self.keys.check(token):
@@ -159,7 +163,7 @@ class ApiKeyAuth:
                     if missing
                     else "The API key is not valid."
                 )
-                body = json.dumps(error_body("Unauthorized", message)).encode()
+                body = error_bytes(scope["path"], 401, "Unauthorized", message)
                 await send(
                     {
                         "type": "http.response.start",

@@ -28,6 +28,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise StartupError(describe_invalid(exc)) from None
 
 
+def ready_line(settings: Settings) -> str:
+    """What `serve` prints once it answers: where to point a browser or a client."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"ready: http://{host}:{settings.port}  studio: /web/  docs: /docs"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings)
     cap = connection_cap(settings.max_connections)
+    app.state.on_ready = lambda: print(ready_line(settings), file=sys.stderr, flush=True)
     config = uvicorn.Config(
         WriteTimeout(app, settings.write_timeout_s), host=settings.host, port=settings.port, log_config=None,
         timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False,
@@ -61,16 +72,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .config import PULLED_VOICES
     from .engine.model import MODEL_SHA256, sha256_file
-    from .runtime import prepared_model
+    from .runtime import prepared_model, probe_style
     from .voices import describe, load_bundle
 
     settings = _settings(args)
     if args.action == "pull":
         from .pull import pull_voices
 
-        path = pull_voices(settings.cache_dir / "voices")
-        print(f"voices: {path}\nset KOKORO_VOICES_PATH={path}")
+        path = pull_voices((settings.cache_dir / PULLED_VOICES).parent)
+        print(f"voices: {path}\n(every kokoro-api command now finds them; or set KOKORO_VOICES_PATH={path})")
         return 0
     from .engine.model import resolve_model
 
@@ -78,12 +90,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     digest = sha256_file(source)
     print(f"model:    {source} ({source.stat().st_size:,} bytes)")
     print(f"sha256:   {digest} ({'embedded int8 v1.0, verified' if digest == MODEL_SHA256 else 'custom'})")
-    prepared = prepared_model(settings, progress=True)
-    print(f"prepared: {prepared}")
-    if settings.voices_path is None:
-        print("voices:   none configured (set KOKORO_VOICES_PATH)")
+    try:
+        voices = load_bundle(settings.voices_path)
+    except StartupError as exc:  # the model is fine: say what is missing, not "corrupt model"
+        print(f"voices:   missing. {exc}")
+        print("prepared: not yet (choosing the model variant needs a voice)")
         return 1
-    voices = load_bundle(settings.voices_path)
+    prepared = prepared_model(settings, progress=True, style=probe_style(settings, voices))
+    print(f"prepared: {prepared}")
     by_lang: dict[str, int] = {}
     for v in voices:
         lang = describe(v).language

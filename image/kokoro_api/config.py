@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
+PULLED_VOICES = Path("voices") / "voices-v1.0-en.npz"  # where `kokoro-api models pull` puts the bundle
+# OpenAI's voice names -> Kokoro voices: the same-named Kokoro voice where there is one, otherwise one of
+# the same gender (docs/api.md#openai-voice-names).
+DEFAULT_VOICE_ALIASES = (
+    "alloy=af_alloy,ash=am_michael,ballad=bm_lewis,coral=af_heart,echo=am_echo,fable=bm_fable,"
+    "nova=af_nova,onyx=am_onyx,sage=af_sarah,shimmer=af_bella,verse=am_fenrir"
+)
 
 
 def _default_cache_dir() -> Path:
@@ -38,7 +45,8 @@ class Settings(BaseSettings):
     voices_path: Path | None = Field(
         None,
         description="Voice bundle: an .npz in kokoro-onnx's voices-v1.0.bin layout or a folder of .npy "
-        "files. Required (the service refuses to start without voices).",
+        "files. Unset: the bundle `kokoro-api models pull` wrote to the cache directory, if any; without "
+        "voices the service refuses to start.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
@@ -110,6 +118,17 @@ class Settings(BaseSettings):
         "answers only when every item is done, stays within the mesh's timeout.",
     )
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+    voice_aliases: str = Field(
+        DEFAULT_VOICE_ALIASES,
+        description="Comma-separated `name=voice` pairs: other names a request may use for a voice or mix "
+        "(OpenAI's voice names by default, so clients that only know those speak). A built-in voice or a "
+        "saved mix of the same name wins. Empty: no aliases.",
+    )
+    public_lists: bool = Field(
+        True,
+        description="With API keys set, GET /v1/models, /v1/audio/models and /v1/audio/voices still answer "
+        "without a key (Open WebUI lists them without one). false: they need a key like the rest of /v1.",
+    )
 
     # --- files: download links and saved voice mixes
     audio_dir: Path = Field(
@@ -194,6 +213,13 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_text: bool = Field(False, description="Log request input text (debug only; off by default).")
+
+    @model_validator(mode="after")
+    def _pulled_voices(self) -> Settings:
+        """No KOKORO_VOICES_PATH: use the bundle `models pull` left in the cache, so every command finds it."""
+        if self.voices_path is None and (self.cache_dir / PULLED_VOICES).is_file():
+            self.voices_path = self.cache_dir / PULLED_VOICES
+        return self
 
 
 def describe_invalid(exc: ValidationError) -> str:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import error_bytes
 
 
 class BodySizeLimit:
@@ -15,10 +13,11 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(error_body(
-            "PayloadTooLarge", f"The request body exceeds {self.max_bytes} bytes.", {"max_bytes": self.max_bytes}
-        )).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        body = error_bytes(
+            scope["path"], 413, "PayloadTooLarge", f"The request body exceeds {self.max_bytes} bytes.",
+            {"max_bytes": self.max_bytes},
+        )
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -28,7 +27,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._reject(send)
+                return await self._reject(scope, send)
         seen = 0
 
         async def limited_receive() -> Message:
@@ -43,7 +42,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(scope, send)
 
 
 class _TooLarge(HTTPException):

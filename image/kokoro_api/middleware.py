@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
-from .auth import ApiKeyAuth, ApiKeys
+from .auth import PUBLIC_LISTS, ApiKeyAuth, ApiKeys
 from .config import Settings
 from .disconnect import CancelOnDisconnect
 from .metrics import Metrics
@@ -21,6 +21,7 @@ EXPOSED_HEADERS = [
     "X-Request-ID",
     "X-Audio-Duration",
     "X-Download-Path",
+    "X-Ignored-Fields",
     "Retry-After",
     "Content-Disposition",
 ]
@@ -30,7 +31,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     """Call after the body size limit is added (middleware added later wraps what came before)."""
     keys = ApiKeys.from_settings(settings)
     if keys.enabled:
-        app.add_middleware(ApiKeyAuth, keys=keys)
+        app.add_middleware(ApiKeyAuth, keys=keys, public=PUBLIC_LISTS if settings.public_lists else frozenset())
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

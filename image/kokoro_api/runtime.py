@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
+from .config import DEFAULT_VOICE_ALIASES, Settings
 from .engine.model import resolve_model
 from .engine.pool import EnginePool, release_free_heap
 from .errors import StartupError
 from .synthesis import Synthesizer
 from .text.g2p import Phonemizer
-from .voices import VoiceStore, load_bundle
+from .voices import VoiceStore, load_bundle, parse_aliases
 
 log = logging.getLogger(__name__)
 WARMUP_TEXT = "Ready."
@@ -45,9 +45,26 @@ def prepared_model(settings: Settings, progress: bool = False, style: np.ndarray
             style = style if style is not None else probe_style(settings)
             return choose_variant(source, settings.cache_dir, settings.intra_op_threads, style)[1]
         return prepare_in_subprocess(source, settings.cache_dir, settings.model_variant)
+    except StartupError:  # e.g. no voices to time the variants with: say that, not "corrupt model"
+        raise
     except Exception as exc:  # onnx raises DecodeError & co. for a truncated or corrupt file
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise StartupError(f"Model file {source} cannot be prepared (truncated or corrupt?): {first}") from None
+
+
+def apply_aliases(voices: VoiceStore, text: str) -> None:
+    """Install KOKORO_VOICE_ALIASES. A configured alias whose voice is not loaded stops the start-up; the
+    default table only warns (a custom voice bundle may lack the voices it names)."""
+    try:
+        aliases = parse_aliases(text)
+    except ValueError as exc:
+        raise StartupError(f"KOKORO_VOICE_ALIASES: {exc}") from None
+    dropped = voices.set_aliases(aliases)
+    if dropped and text != DEFAULT_VOICE_ALIASES:
+        name, why = next(iter(dropped.items()))
+        raise StartupError(f"KOKORO_VOICE_ALIASES: alias {name!r} names no loaded voice ({why}).")
+    if dropped:
+        log.warning("voice aliases dropped: their voices are not in the bundle", extra={"aliases": sorted(dropped)})
 
 
 @dataclass
@@ -78,6 +95,7 @@ class Runtime:
                 bundle = load_bundle(self.settings.voices_path)
                 voices = VoiceStore(bundle)
                 voices.attach(self.settings.voices_dir)  # saved named mixes, if persisted
+                apply_aliases(voices, self.settings.voice_aliases)
                 self.model_path = prepared_model(self.settings, style=probe_style(self.settings, bundle))
                 pool = self._pool(bundle)
             except BaseException:

@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MODEL_IDS = ("kokoro", "tts-1", "tts-1-hd")
+MODEL_IDS = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # every one runs Kokoro-82M
+ModelId = Literal["kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+VOLUME_MAX = 4.0
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
 MAX_VOICE_CHARS = 1024  # a mix of 32 voices with weights fits easily
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
+class NormalizationOptions(BaseModel):
+    """Kokoro-FastAPI's ``normalization_options``. ``normalize`` maps onto the request's ``normalize``; the
+    finer switches are accepted and ignored (the server's normalization is one fixed pipeline)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    normalize: bool = True
+    unit_normalization: bool = False
+    url_normalization: bool = True
+    email_normalization: bool = True
+    optional_pluralization_normalization: bool = True
+    phone_normalization: bool = True
+    replace_remaining_symbols: bool = True
+
+    def ignored(self) -> list[str]:
+        """The switches set to something other than their default (they have no effect here)."""
+        defaults = NormalizationOptions()
+        out = [k for k in type(self).model_fields if k != "normalize" and getattr(self, k) != getattr(defaults, k)]
+        extra = sorted(self.model_extra or {})
+        named = [k for k in extra if re.fullmatch(r"[A-Za-z0-9_]{1,64}", k)][:10]  # echoed in a header
+        return out + named + (["(other keys)"] if len(named) < len(extra) else [])
+
+
 class SpeechRequest(BaseModel):
-    """OpenAI's `POST /v1/audio/speech` body, plus Kokoro-FastAPI's `stream` flag."""
+    """OpenAI's `POST /v1/audio/speech` body, plus the extra fields Kokoro-FastAPI clients send."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: Literal["kokoro", "tts-1", "tts-1-hd"] = Field("kokoro", description="Any of these runs Kokoro-82M.")
+    model: ModelId = Field("kokoro", description="Any of these runs Kokoro-82M.")
     input: str = Field(..., description="Text to speak: 1..4096 characters after stripping (configurable).")
     voice: str | None = Field(
         None,
         max_length=MAX_VOICE_CHARS,
-        description="Voice id, or a weighted mix 'af_bella(2)+af_sky(1)'. Default: KOKORO_DEFAULT_VOICE.",
+        description="Voice id, OpenAI voice name (alloy, echo, ...: KOKORO_VOICE_ALIASES), saved mix, or a "
+        "weighted mix 'af_bella(2)+af_sky(1)'. Default: KOKORO_DEFAULT_VOICE.",
     )
     response_format: AudioFormat = Field("mp3", description="Audio encoding of the response.")
     speed: float = Field(1.0, ge=SPEED_MIN, le=SPEED_MAX, description="Speaking rate, 0.25-4.0.")
@@ -37,14 +64,54 @@ class SpeechRequest(BaseModel):
         description="Kokoro-FastAPI compatibility. Default (unset or true): streamed. false: one whole file "
         "with Content-Length (input limited to KOKORO_MAX_UNSTREAMED_CHARS).",
     )
-    lang_code: Literal["a", "b"] | None = Field(
-        None, description="Force American ('a') or British ('b') English G2P; default: the voice's accent."
+    lang_code: str | None = Field(
+        None,
+        max_length=16,
+        description="Force American ('a', 'en-us') or British ('b', 'en-gb') English G2P; default: the "
+        "voice's accent. Kokoro-FastAPI's other languages are a 400 UnsupportedLanguage.",
     )
     return_download_link: bool = Field(
         False,
         description="Also keep the audio for a while and return its path in the X-Download-Path header "
         "(GET it from /v1/download/{name}).",
     )
+    normalize: bool = Field(True, description="Normalize the text (numbers, units, symbols) before G2P.")
+    normalization_options: NormalizationOptions | None = Field(
+        None,
+        description="Kokoro-FastAPI compatibility: `normalize: false` turns normalization off (as `normalize`); "
+        "the other switches are accepted and ignored (listed in X-Ignored-Fields).",
+    )
+    volume_multiplier: float = Field(
+        1.0, ge=0.0, le=VOLUME_MAX, description="Kokoro-FastAPI compatibility: scale the audio (clipped), 0-4."
+    )
+    download_format: AudioFormat | None = Field(
+        None,
+        description="Kokoro-FastAPI compatibility: accepted and ignored (a download link keeps the "
+        "response_format audio); listed in X-Ignored-Fields.",
+    )
+    user: str | None = Field(
+        None, max_length=256, description="Accepted and ignored (listed in X-Ignored-Fields)."
+    )
+
+    @model_validator(mode="after")
+    def _kfa_normalize(self) -> SpeechRequest:
+        """Kokoro-FastAPI's ``normalization_options.normalize: false`` means ``normalize: false``."""
+        if self.normalization_options is not None and not self.normalization_options.normalize:
+            self.normalize = False
+        return self
+
+    def ignored_fields(self) -> list[str]:
+        """Fields the client set that have no effect here (logged, and echoed in X-Ignored-Fields)."""
+        out = []
+        if self.instructions:
+            out.append("instructions")
+        if self.download_format is not None and self.download_format != self.response_format:
+            out.append("download_format")
+        if self.user is not None:
+            out.append("user")
+        if self.normalization_options is not None:
+            out += [f"normalization_options.{k}" for k in self.normalization_options.ignored()]
+        return out
 
     @property
     def streamed(self) -> bool:
@@ -55,6 +122,7 @@ class SpeechRequest(BaseModel):
 
 
 LANGUAGES = {"en": None, "en-us": False, "en-gb": True}  # language -> british G2P (None: the voice's accent)
+LANG_CODES = {"a": False, "b": True, **LANGUAGES}  # /v1/audio/speech lang_code (Kokoro-FastAPI's a / b)
 RATE_MIN, RATE_MAX = 0.5, 2.0
 NativeFormat = Literal["mp3", "wav", "ogg"]
 
@@ -78,6 +146,7 @@ class SynthesizeRequest(BaseModel):
     )
     speaking_rate: float = Field(1.0, ge=RATE_MIN, le=RATE_MAX, description="Speaking rate, 0.5-2.0.")
     output_format: NativeFormat = Field("mp3", description="mp3, wav, or ogg (Opus in Ogg).")
+    normalize: bool = Field(True, description="Normalize the text (numbers, units, symbols) before G2P.")
     return_download_link: bool = Field(
         False, description="Also keep the audio for download: X-Download-Path header / download_url field."
     )

@@ -91,6 +91,19 @@ def load_bundle(path: Path | None) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32, copy=False) for k, v in voices.items()}
 
 
+def parse_aliases(text: str) -> dict[str, str]:
+    """``"alloy=af_alloy, echo=am_echo"`` -> {"alloy": "af_alloy", ...}; raises ValueError naming a bad pair."""
+    out: dict[str, str] = {}
+    for pair in text.split(","):
+        if not pair.strip():
+            continue
+        name, eq, target = (p.strip() for p in pair.partition("="))
+        if not eq or not re.fullmatch(_NAME, name) or not target:
+            raise ValueError(f"{pair.strip()!r} is not a name=voice pair (names: 1-64 of A-Z a-z 0-9 _ -)")
+        out[name] = target
+    return out
+
+
 def _split_term(raw: str) -> tuple[str, str | None] | None:
     """``" af_bella ( 2 ) "`` -> ("af_bella", "2"); None if malformed. Linear time on any input
     (a backtracking regex here was cubic in runs of spaces, a few KB of them stalled a worker)."""
@@ -213,6 +226,30 @@ class VoiceStore:
         self._stamp: tuple[int, int, int] | None = None
         self.quarantined = 0  # saved-voices files set aside as unreadable (metric)
         self.problem: str | None = None  # the last saved-voices file problem, for /readyz
+        self._aliases: dict[str, str] = {}
+
+    # --- aliases (KOKORO_VOICE_ALIASES): other names for a voice or mix, e.g. OpenAI's "alloy"
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def set_aliases(self, aliases: dict[str, str]) -> dict[str, str]:
+        """Use these aliases; returns those dropped because their voice does not resolve (name -> why)."""
+        dropped, kept = {}, {}
+        for name, target in aliases.items():
+            try:
+                for term, _ in parse_mix(target):
+                    if term not in self._voices:
+                        raise InvalidVoice(f"{term!r} is not a loaded voice", {})
+            except InvalidVoice as exc:
+                dropped[name] = exc.message
+                continue
+            kept[name] = target
+        with self._lock:
+            self._aliases = kept
+            self._cache.clear()
+        return dropped
 
     @property
     def builtin_ids(self) -> list[str]:
@@ -420,8 +457,8 @@ class VoiceStore:
         for name, weight in parse_mix(spec):
             if name in self._voices:
                 out.append((name, weight))
-            elif name in saved and depth < 4:
-                sub = self._expand(saved[name], saved, depth + 1)
+            elif (target := saved.get(name, self._aliases.get(name))) is not None and depth < 4:
+                sub = self._expand(target, saved, depth + 1)
                 total = sum(w for _, w in sub)
                 out.extend((n, weight * w / total) for n, w in sub)
             else:

@@ -126,7 +126,7 @@ def test_generate_two_voice_mix_play_download_and_history(browser, server_url, a
     # Two-voice mix: af_heart is the default; add af_bella (equal shares), then move af_heart to 70 %
     # with the keyboard (PageUp is +10 on a 0-100 range).
     assert _by_id(driver, "mix-string").get_attribute("value") == "af_heart"
-    Select(_by_id(driver, "voice-picker")).select_by_value("af_bella")
+    Select(_by_id(driver, "blend-picker")).select_by_value("af_bella")
     _by_id(driver, "voice-add").click()
     assert _by_id(driver, "mix-string").get_attribute("value") == "af_heart(50)+af_bella(50)"
     slider = _by_id(driver, "mix-af_heart")
@@ -181,6 +181,7 @@ def test_generate_two_voice_mix_play_download_and_history(browser, server_url, a
     items = driver.find_elements("css selector", "#history-list li")
     assert items, "history is empty after reload"
     assert mix in items[0].text and TEXT[:30] in items[0].text
+    assert Select(_by_id(driver, "voice-picker")).first_selected_option.text == "Mix of 2 voices"
     items[0].find_element("xpath", ".//button[text()='Play']").click()
     _wait(
         driver,
@@ -304,3 +305,83 @@ def test_api_key_is_asked_for_and_used(browser, keyed_server_url, api_key):
     _wait_generated(driver, "a generation")
     assert not _error_text(driver), _error_text(driver)
     driver.execute_script("localStorage.removeItem('kokoro-studio-api-key')")
+
+
+SPY = """
+window.__speech = [];
+const realFetch = window.fetch;
+window.fetch = (url, init) => {
+  if (String(url).endsWith('/v1/audio/speech')) window.__speech.push(JSON.parse(init.body));
+  return realFetch(url, init);
+};
+"""
+
+
+def _generate(driver, what):
+    _by_id(driver, "generate").click()
+    _wait_generated(driver, what)
+    assert not _error_text(driver), _error_text(driver)
+
+
+def test_the_picked_voice_is_what_speaks(browser, server_url):
+    """The Voice picker shows the voice in use, and picking one makes it the voice sent (no blend)."""
+    from selenium.webdriver.support.ui import Select
+
+    driver = _open(browser, server_url)
+    driver.execute_script("localStorage.clear()")
+    driver.refresh()
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.ready === 'true'"), 30, "reload")
+    picker = Select(_by_id(driver, "voice-picker"))
+    assert picker.first_selected_option.get_attribute("value") == "af_heart"  # not the first option (Alloy)
+    assert picker.first_selected_option.text.startswith("Heart")
+    picker.select_by_value("bm_george")
+    assert _by_id(driver, "mix-string").get_attribute("value") == "bm_george"
+    assert len(driver.find_elements("css selector", "#mix-list li")) == 1  # no 50/50 blend
+    driver.execute_script(SPY)
+    _set_script(driver, "George speaks now.")
+    driver.find_element("css selector", "input[name=format][value=wav]").click()
+    _generate(driver, "George's generation")
+    sent = driver.execute_script("return window.__speech")
+    assert [b["voice"] for b in sent] == ["bm_george"], sent
+    assert "bm_george" in driver.find_elements("css selector", "#history-list li")[0].text
+
+
+def test_all_formats_and_the_api_speed_range_are_offered(browser, server_url):
+    driver = _open(browser, server_url)
+    formats = driver.execute_script(
+        "return [...document.querySelectorAll('input[name=format]')].map(r => r.value)"
+    )
+    assert sorted(formats) == sorted(["mp3", "opus", "aac", "flac", "wav", "pcm"])
+    speed = _by_id(driver, "speed")
+    assert float(speed.get_attribute("min")) == 0.25 and float(speed.get_attribute("max")) == 4.0
+
+
+@pytest.mark.parametrize("fmt", ["opus", "aac", "flac", "pcm"])
+def test_each_format_plays_and_downloads(browser, server_url, fmt):
+    driver = _open(browser, server_url)
+    _set_script(driver, f"This is {fmt}.")
+    driver.find_element("css selector", f"input[name=format][value={fmt}]").click()
+    _generate(driver, f"a {fmt} generation")
+    assert _by_id(driver, "download").get_attribute("download").endswith(f".{fmt}")
+    duration = driver.execute_script("return document.getElementById('audio').duration")
+    assert 0.5 < duration < 10, duration
+
+
+def test_a_failed_generation_keeps_the_last_audio(browser, server_url):
+    from selenium.webdriver.common.keys import Keys
+
+    driver = _open(browser, server_url)
+    _set_script(driver, "Keep me.")
+    driver.find_element("css selector", "input[name=format][value=wav]").click()
+    _generate(driver, "a first generation")
+    src = driver.execute_script("return document.getElementById('audio').src")
+    mix = _by_id(driver, "mix-string")
+    mix.send_keys(Keys.CONTROL, "a")
+    mix.send_keys("zz_nobody\n")
+    _by_id(driver, "generate").click()
+    _wait(driver, lambda d: _error_text(d), 60, "the error")
+    assert "zz_nobody" in _error_text(driver)
+    assert driver.execute_script("return document.getElementById('audio').src") == src
+    assert _by_id(driver, "download").get_attribute("aria-disabled") == "false"
+    mix.send_keys(Keys.CONTROL, "a")
+    mix.send_keys("af_heart\n")

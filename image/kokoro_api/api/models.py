@@ -1,4 +1,5 @@
-"""GET /v1/models (OpenAI-compatible list) and GET /v1/limits (what the server accepts)."""
+"""GET /v1/models (OpenAI-compatible list), GET /v1/audio/models (Open WebUI's and Kokoro-FastAPI's list)
+and GET /v1/limits (what the server accepts)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ async def list_models() -> dict:
         "object": "list",
         "data": [{"id": m, "object": "model", "created": CREATED, "owned_by": "hexgrad"} for m in MODEL_IDS],
     }
+
+
+@router.get("/v1/audio/models", summary="Speech models, as Open WebUI and Kokoro-FastAPI list them")
+async def list_audio_models() -> dict:
+    return {"models": [{"id": m, "name": m} for m in MODEL_IDS]}
 
 
 @router.get("/v1/limits", summary="Request limits of this server")

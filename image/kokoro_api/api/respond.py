@@ -13,12 +13,14 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..admission import Admission, Lease
-from ..audio.encode import EXTENSIONS, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
+from ..audio.encode import EXTENSIONS, HELD_WHOLE, MEDIA_TYPES, SAMPLE_RATE, Encoder, encode
 from ..config import Settings
 from ..errors import APIError, InputTooLong, InvalidRequest
 from ..requestlog import current
@@ -48,11 +50,12 @@ class SynthesisJob:
     streamed: bool
     british: bool | None = None
     max_audio_s: float | None = None  # the non-streamed audio cap (KOKORO_MAX_UNSTREAMED_AUDIO_S)
+    volume: float = 1.0  # Kokoro-FastAPI's volume_multiplier
 
     @classmethod
     def checked(
         cls, rt: Runtime, settings: Settings, *, text: str, voice: str | None, speed: float, fmt: str,
-        streamed: bool, british: bool | None = None, field: str = "input",
+        streamed: bool, british: bool | None = None, field: str = "input", volume: float = 1.0,
     ) -> SynthesisJob:
         """Validate text length and voice up front, so errors are 400s before any audio is sent."""
         text = _LONE_SURROGATES.sub("", text).strip()  # valid JSON ("\\ud800"); spaCy fails on them
@@ -73,17 +76,26 @@ class SynthesisJob:
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
         cap = None if streamed else settings.max_unstreamed_audio_s
-        return cls(rt, text, voice, speed, fmt, streamed, british, cap)
+        return cls(rt, text, voice, speed, fmt, streamed, british, cap, volume)
 
-    def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
-        return self.rt.synthesizer.segments(
+    def _scaled(self, seg: Segment) -> Segment:
+        if self.volume != 1.0:
+            seg.audio = np.clip(seg.audio * np.float32(self.volume), -1.0, 1.0)
+        return seg
+
+    async def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
+        inner = self.rt.synthesizer.segments(
             self.text, self.voice, self.speed, short_first=short_first, british=self.british
         )
+        async with aclosing(inner):
+            async for seg in inner:
+                yield self._scaled(seg)
 
     async def whole(self) -> Segment:
-        return await self.rt.synthesizer.synthesize(
+        seg = await self.rt.synthesizer.synthesize(
             self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s
         )
+        return self._scaled(seg)
 
     @property
     def filename(self) -> str:
@@ -115,10 +127,10 @@ async def _stream_bytes(job: SynthesisJob, lease: Lease, ramp: bool = True) -> A
                 held.append(data)
                 t = time.perf_counter()
                 continue
-            spoken = True
+            first_spoken, spoken = not spoken, True
             data = b"".join(held) + data
             held.clear()
-            if data:
+            if data or first_spoken:  # FLAC's bytes come at the end: an empty first piece starts the response
                 rec.sent(len(data))
                 yield data
             t = time.perf_counter()
@@ -145,6 +157,8 @@ async def _first(it: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]
 async def _sse(chunks: AsyncIterator[bytes], job: SynthesisJob) -> AsyncIterator[bytes]:
     total = 0
     async for data in chunks:
+        if not data:
+            continue
         total += len(data)
         event = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}
         yield f"data: {json.dumps(event)}\n\n".encode()
@@ -222,7 +236,8 @@ async def audio_response(
     if store is not None:
         store.check()  # an unusable directory is a 507 before any audio is sent
     lease = await admission.acquire()
-    stream = _stream_bytes(job, lease, ramp=not admission.waiting)
+    # A short first chunk only helps where bytes flow as they are made (FLAC's come whole at the end).
+    stream = _stream_bytes(job, lease, ramp=not admission.waiting and job.fmt not in HELD_WHOLE)
     try:
         _, stream = await _first(stream)
     except BaseException:

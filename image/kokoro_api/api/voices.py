@@ -14,7 +14,10 @@ from .deps import RuntimeDep
 router = APIRouter(tags=["voices"])
 
 
-@router.get("/v1/audio/voices", summary="Voices available (use an id, or mix: 'af_bella(2)+af_sky(1)')")
+@router.get(
+    "/v1/audio/voices",
+    summary="Voices available (use an id, a saved mix, an alias such as 'alloy', or a mix: 'af_bella(2)+af_sky(1)')",
+)
 async def list_voices(rt: RuntimeDep) -> dict:
     saved = rt.voices.saved
     return {
@@ -23,6 +26,7 @@ async def list_voices(rt: RuntimeDep) -> dict:
             {"name": name, "mix": mix, "language": rt.voices.language_of(name)}
             for name, mix in sorted(saved.items())
         ],
+        "aliases": [{"name": name, "voice": voice} for name, voice in sorted(rt.voices.aliases.items())],
     }
 
 

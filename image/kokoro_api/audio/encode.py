@@ -3,7 +3,13 @@
 One incremental encoder serves both whole and streamed responses: ``write`` takes samples and returns
 the bytes ready so far, ``close`` flushes. The concatenation of everything returned is one valid file
 (a single header), so a streamed body decodes like the whole one. WAV streams with an "unknown length"
-header (0xFFFFFFFF sizes); the whole-file path patches in the real sizes.
+header (0xFFFFFFFF sizes; libsndfile, PyAV and ffprobe all take the length from the data); the whole-file
+path patches in the real sizes.
+
+FLAC is the exception: its STREAMINFO header carries the total sample count, and a stream that leaves it
+0 ("unknown", legal but) is refused by libsndfile (soundfile's "array is too big"). So a FLAC encoder
+always writes to a seekable buffer and hands out the whole file, header finalized, on ``close``:
+``write`` returns nothing for FLAC (see :data:`HELD_WHOLE`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ MEDIA_TYPES = {
     "pcm": "audio/pcm",
 }
 EXTENSIONS = {"mp3": "mp3", "opus": "opus", "ogg": "ogg", "aac": "aac", "flac": "flac", "wav": "wav", "pcm": "pcm"}
+
+HELD_WHOLE = frozenset({"flac"})  # formats whose header needs the length: bytes only on close()
 
 # format -> (container, codec, bit rate)
 _AV = {
@@ -60,11 +68,12 @@ class _Sink(io.RawIOBase):
 
 
 class _SeekableSink(io.BytesIO):
-    def drain(self) -> bytes:
-        return b""
+    """Keeps everything until the muxer is closed (it may seek back to patch the header)."""
 
-    def result(self) -> bytes:
-        return self.getvalue()
+    closed_out = False
+
+    def drain(self) -> bytes:
+        return self.getvalue() if self.closed_out else b""
 
 
 class Encoder:
@@ -81,7 +90,7 @@ class Encoder:
 
             container, codec, bit_rate = _AV[fmt]
             # A whole file goes to a seekable buffer so the muxer can finalize headers (FLAC's length).
-            self._sink = _SeekableSink() if seekable else _Sink()
+            self._sink = _SeekableSink() if seekable or fmt in HELD_WHOLE else _Sink()
             self._out = av.open(self._sink, mode="w", format=container)
             self._stream = self._out.add_stream(codec, rate=SAMPLE_RATE, layout="mono")
             if bit_rate:
@@ -133,6 +142,8 @@ class Encoder:
             for packet in self._stream.encode(None):
                 self._out.mux(packet)
             self._out.close()
+            if isinstance(self._sink, _SeekableSink):
+                self._sink.closed_out = True
         return self._sink.drain()
 
 
@@ -155,6 +166,4 @@ def encode(audio: np.ndarray, fmt: str) -> bytes:
     if fmt == "pcm":
         return to_int16(audio).tobytes()
     enc = Encoder(fmt, seekable=True)
-    enc.write(audio)
-    enc.close()
-    return enc._sink.result()
+    return enc.write(audio) + enc.close()

@@ -64,7 +64,8 @@ async function errorFromResponse(response) {
   try {
     const data = JSON.parse(body);
     if (data && typeof data === "object") {
-      type = typeof data.error === "string" ? data.error : (data.error?.type ?? "");
+      // the plan's {error: "InvalidVoice", ...}, or OpenAI's {error: {message, type, code}} on /v1/...
+      type = typeof data.error === "string" ? data.error : (data.error?.code ?? data.error?.type ?? "");
       details = data.details ?? null;
       if (typeof data.message === "string") message = data.message;
       else if (typeof data.error?.message === "string") message = data.error.message;

@@ -6,7 +6,7 @@ import { Mixer } from "./mixer.js";
 import { Player } from "./player.js";
 import {
   MIME, concatBytes, countChars, countWords, estimateSeconds, fileName, fixWavHeader, formatBytes,
-  formatTime, wavByteRate,
+  formatTime, pcmToWav, wavByteRate,
 } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -38,6 +38,7 @@ const state = { limits: { ...DEFAULT_LIMITS }, busy: null, voicesLoaded: false }
 
 const mixer = new Mixer({
   picker: $("voice-picker"),
+  blendPicker: $("blend-picker"),
   addButton: $("voice-add"),
   list: $("mix-list"),
   mixInput: $("mix-string"),
@@ -233,7 +234,9 @@ async function generate() {
   const chunks = [];
   let received = 0;
   let length = 0;
-  const sink = player.stream({ mime, fileName: name });
+  // The player keeps the previous audio until this response starts: a request that fails leaves it be.
+  let sink = null;
+  const playerSink = () => (sink ??= player.stream({ mime: fmt === "pcm" ? MIME.wav : mime, fileName: name }));
 
   const tick = () => {
     const elapsed = ((performance.now() - started) / 1000).toFixed(1);
@@ -246,7 +249,9 @@ async function generate() {
     if (fmt === "wav") {
       const rate = wavByteRate(chunks[0]);
       if (rate) audioSeconds = Math.max(0, received - 44) / rate;
-    } else if (sink.usesMse) {
+    } else if (fmt === "pcm") {
+      audioSeconds = received / 48000;
+    } else if (sink?.usesMse) {
       audioSeconds = sink.streamedSeconds();
     }
     if (length) fraction = received / length;
@@ -262,21 +267,27 @@ async function generate() {
       signal: controller.signal,
       onResponse: ({ length: n }) => {
         length = n;
+        playerSink();
       },
       onChunk: (chunk) => {
         chunks.push(chunk);
         received += chunk.length;
-        sink.push(chunk);
+        if (fmt !== "pcm") playerSink().push(chunk);
         tick();
       },
     });
     let blob;
-    if (fmt === "wav" && stream) {
-      // The streamed header has placeholder sizes: hand the player a fixed file.
+    if (fmt === "pcm") {
+      // Raw samples: the player gets them with a WAV header, the download is the raw file asked for.
+      blob = new Blob([concatBytes(chunks, received)], { type: mime });
+      await player.load(new Blob([pcmToWav(concatBytes(chunks, received))], { type: MIME.wav }),
+        { fileName: name, download: blob });
+    } else if (fmt === "wav") {
+      // A streamed header has placeholder sizes: hand the player a fixed file.
       blob = new Blob([fixWavHeader(concatBytes(chunks, received))], { type: mime });
       await player.load(blob, { fileName: name });
     } else {
-      blob = await sink.finish();
+      blob = await playerSink().finish();
     }
     if (!blob.size) throw new ApiError("The server returned no audio.");
     el.progress.value = 1;
@@ -288,11 +299,10 @@ async function generate() {
     await renderHistory();
   } catch (err) {
     if (err.name === "AbortError" || controller.signal.aborted) {
-      sink.abort();
+      sink?.abort();
       el.genStatus.textContent = "Cancelled.";
     } else {
-      sink.abort();
-      player.reset("No audio");
+      if (sink) player.reset("No audio"); // the stream broke off: what arrived is not a whole file
       showError(describe(err));
       needsKey(err);
     }
@@ -355,7 +365,10 @@ async function renderHistory() {
         clearError();
         const entry = await history.get(item.id);
         if (!entry) return renderHistory();
-        await player.load(entry.blob, { fileName: entry.fileName });
+        const playable = entry.format === "pcm"
+          ? new Blob([pcmToWav(new Uint8Array(await entry.blob.arrayBuffer()))], { type: MIME.wav })
+          : entry.blob;
+        await player.load(playable, { fileName: entry.fileName, download: entry.blob });
         el.genStatus.textContent = `Playing from history: ${entry.fileName}`;
       }),
       button("Reuse", `Put the text and settings of “${short}” back in the editor`, () => {
@@ -398,8 +411,8 @@ async function init() {
   try {
     const [limits, voices] = await Promise.all([getLimits(), getVoices()]);
     state.limits = limits;
-    const lo = Math.max(0.5, Number(limits.speed_min) || 0.5);
-    const hi = Math.min(2, Number(limits.speed_max) || 2);
+    const lo = Number(limits.speed_min) || DEFAULT_LIMITS.speed_min;
+    const hi = Number(limits.speed_max) || DEFAULT_LIMITS.speed_max;
     el.speed.min = String(lo);
     el.speed.max = String(hi);
     mixer.setVoices(voices);

@@ -1,5 +1,6 @@
-// Voice mixer: voices grouped by accent and gender, one percent slider per voice in the mix (the
-// sliders always add up to 100), and the resulting mix string, e.g. "af_bella(60)+af_sky(40)".
+// Voice mixer: the "Voice" picker chooses the voice that speaks (and always shows it); "Blend in" adds
+// other voices on request, one percent slider per voice in the mix (the sliders always add up to 100), and
+// the resulting mix string, e.g. "af_bella(60)+af_sky(40)".
 
 const LANGUAGE_NAMES = { "en-us": "American English", "en-gb": "British English" };
 const GROUP_ORDER = ["en-us|female", "en-us|male", "en-gb|female", "en-gb|male"];
@@ -36,17 +37,18 @@ export function parseMix(text) {
 }
 
 export class Mixer extends EventTarget {
-  constructor({ picker, addButton, list, mixInput, copyButton, status }) {
+  constructor({ picker, blendPicker, addButton, list, mixInput, copyButton, status }) {
     super();
-    Object.assign(this, { picker, addButton, list, mixInput, copyButton, status });
+    Object.assign(this, { picker, blendPicker, addButton, list, mixInput, copyButton, status });
     this.voices = new Map();
     this.entries = []; // [{id, pct}]
     this.custom = null; // a typed mix string the sliders cannot show (sent as typed)
-    addButton.addEventListener("click", () => this.add(picker.value));
-    picker.addEventListener("keydown", (e) => {
+    picker.addEventListener("change", () => this.use(picker.value));
+    addButton.addEventListener("click", () => this.add(blendPicker.value));
+    blendPicker.addEventListener("keydown", (e) => {
       if (e.key === "Enter") {
         e.preventDefault();
-        this.add(picker.value);
+        this.add(blendPicker.value);
       }
     });
     mixInput.addEventListener("change", () => this.applyTyped(mixInput.value));
@@ -69,16 +71,19 @@ export class Mixer extends EventTarget {
     }
     const rank = (k) => (GROUP_ORDER.includes(k) ? GROUP_ORDER.indexOf(k) : GROUP_ORDER.length);
     const keys = [...groups.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-    this.picker.replaceChildren(
-      ...keys.map((key) => {
-        const [language, gender] = key.split("|");
-        const group = document.createElement("optgroup");
-        group.label = groupLabel(language, gender);
-        const members = groups.get(key).sort((a, b) => a.name.localeCompare(b.name));
-        for (const v of members) group.append(new Option(`${v.name} (${v.id})`, v.id));
-        return group;
-      }),
-    );
+    const options = () => keys.map((key) => {
+      const [language, gender] = key.split("|");
+      const group = document.createElement("optgroup");
+      group.label = groupLabel(language, gender);
+      const members = groups.get(key).sort((a, b) => a.name.localeCompare(b.name));
+      for (const v of members) group.append(new Option(`${v.name} (${v.id})`, v.id));
+      return group;
+    });
+    // The voice picker's first option stands for "several voices" / "a typed mix" (shown only then).
+    this.mixOption = new Option("", "", false, false);
+    this.mixOption.disabled = true;
+    this.picker.replaceChildren(this.mixOption, ...options());
+    this.blendPicker.replaceChildren(...options());
     this.entries = this.entries.filter((e) => this.voices.has(e.id));
     this.render();
   }
@@ -100,6 +105,16 @@ export class Mixer extends EventTarget {
     this.applyTyped(text, { quiet: true });
   }
 
+  /** Speak with this voice alone (the Voice picker). */
+  use(id) {
+    if (!id || !this.voices.has(id)) return;
+    this.custom = null;
+    this.entries = [{ id, pct: 100 }];
+    this.render();
+    this.say(`Speaking with ${this.label(id)}.`);
+  }
+
+  /** Blend another voice in (asked for with "Add to mix"): the voices then share the mix equally. */
   add(id) {
     if (!id) return;
     this.custom = null;
@@ -207,7 +222,29 @@ export class Mixer extends EventTarget {
       this.mixInput.value = this.value;
     }
     this.mixInput.classList.toggle("custom", this.custom !== null);
+    this.syncPickers();
     this.dispatchEvent(new Event("change"));
+  }
+
+  /** The Voice picker shows the voice that speaks, or "Mix of n voices" / "Typed mix"; the blend picker
+   * offers a voice that is not in the mix yet. */
+  syncPickers() {
+    if (!this.mixOption) return;
+    const live = this.entries.filter((e) => e.pct > 0);
+    if (this.custom === null && live.length === 1) {
+      this.mixOption.hidden = true;
+      this.picker.value = live[0].id;
+    } else {
+      this.mixOption.hidden = false;
+      this.mixOption.textContent = this.custom !== null ? "Typed mix (see below)" : `Mix of ${live.length} voices`;
+      this.picker.value = "";
+      this.mixOption.selected = true;
+    }
+    const inMix = new Set(this.entries.map((e) => e.id));
+    if (!this.blendPicker.value || inMix.has(this.blendPicker.value)) {
+      const free = [...this.voices.keys()].find((id) => !inMix.has(id));
+      if (free) this.blendPicker.value = free;
+    }
   }
 
   say(text) {

@@ -221,11 +221,11 @@ export class Player extends EventTarget {
   }
 
   /** Load a complete Blob (a finished response or a history entry). */
-  async load(blob, { fileName, autoplay = true } = {}) {
+  async load(blob, { fileName, autoplay = true, download = blob } = {}) {
     this.reset("Loading…");
     const gen = this.generation;
     await this.show(blob, { autoplay, keepGeneration: true });
-    this.setDownload(blob, fileName);
+    this.setDownload(download, fileName);
     await this.drawFrom(blob, gen);
   }
 

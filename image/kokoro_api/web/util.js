@@ -57,7 +57,30 @@ export function fileName({ text, voice, format, createdAt }) {
   return `${parts.join("_")}.${format}`;
 }
 
-export const MIME = { mp3: "audio/mpeg", wav: "audio/wav" };
+export const MIME = {
+  mp3: "audio/mpeg", opus: "audio/ogg", aac: "audio/aac", flac: "audio/flac", wav: "audio/wav", pcm: "audio/pcm",
+};
+
+/** Raw PCM (s16le, mono) with a WAV header in front, so that a browser can play it. */
+export function pcmToWav(pcm, rate = 24000) {
+  const out = new Uint8Array(44 + pcm.length);
+  const dv = new DataView(out.buffer);
+  const put = (o, text) => [...text].forEach((c, i) => (out[o + i] = c.charCodeAt(0)));
+  put(0, "RIFF");
+  dv.setUint32(4, 36 + pcm.length, true);
+  put(8, "WAVEfmt ");
+  dv.setUint32(16, 16, true);
+  dv.setUint16(20, 1, true);
+  dv.setUint16(22, 1, true);
+  dv.setUint32(24, rate, true);
+  dv.setUint32(28, rate * 2, true);
+  dv.setUint16(32, 2, true);
+  dv.setUint16(34, 16, true);
+  put(36, "data");
+  dv.setUint32(40, pcm.length, true);
+  out.set(pcm, 44);
+  return out;
+}
 
 /** Rough spoken length of a text, used only to estimate progress. */
 export function estimateSeconds(text, speed) {
