@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 from pathlib import Path
@@ -178,4 +179,6 @@ class ApiKeyAuth:
                 await send({"type": "http.response.body", "body": body})
                 return
             SAVED_SCOPE.set(saved_scope(token))  # this key's own saved mixes
+        elif scope["type"] == "http" and (token := _bearer(scope)) is not None and self.keys.check(token):
+            SAVED_SCOPE.set(saved_scope(token))  # a public list read with a key lists that key's mixes
         await self.app(scope, receive, send)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from .test_invariants import duration_seconds, effective_setting, env_value
 
