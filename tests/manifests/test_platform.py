@@ -269,3 +269,16 @@ def test_pin_image_rewrites_every_app_image_line_and_refuses_placeholders(tmp_pa
     images = {c["image"] for r in resources if r.kind in ("Deployment", "Job")
               for c in r.doc["spec"]["template"]["spec"]["containers"]}  # fmt: skip
     assert images == {f"ghcr.io/me/kokoro-api:0.2.0@{digest}"}
+
+
+def test_renovate_pins_the_app_image_by_digest() -> None:
+    """Renovate's kubernetes and flux managers read the tree; the app image gets tag@digest pins."""
+    config = json.loads((REPO / ".renovaterc.json").read_text())
+    for manager in ("kubernetes", "flux"):
+        (pattern,) = config[manager]["managerFilePatterns"]
+        assert re.search(pattern.strip("/"), f"{APP}/app/deployment.yaml"), manager
+    (rule,) = [r for r in config["packageRules"] if r.get("pinDigests")]
+    (name_pattern,) = rule["matchPackageNames"]
+    deployment = (REPO / APP / "app" / "deployment.yaml").read_text()
+    image = re.search(r"image: (\S+?):", deployment).group(1)
+    assert re.search(name_pattern.strip("/"), image), (name_pattern, image)
