@@ -126,8 +126,12 @@ def flux_objects(root: Path) -> list[Obj]:
 
     def add(resource: render.Resource, fallback: str) -> None:
         doc = {k: v for k, v in resource.doc.items() if k != "sops"}
-        key = (doc.get("apiVersion"), doc.get("kind"), (doc.get("metadata") or {}).get("namespace"),
-               (doc.get("metadata") or {}).get("name"))
+        key = (
+            doc.get("apiVersion"),
+            doc.get("kind"),
+            (doc.get("metadata") or {}).get("namespace"),
+            (doc.get("metadata") or {}).get("name"),
+        )
         source = render.display_path(resource.origin, root) if resource.origin else fallback
         found.setdefault(key, Obj(source, doc))
 
@@ -286,7 +290,9 @@ class ApiServer:
             if result.returncode == 0 and result.stdout.strip() == "ok":
                 return
             time.sleep(1)
-        raise ValidationError(f"kube-apiserver not ready after {timeout:.0f} s:\n{self._log_tail('kube-apiserver')}")
+        raise ValidationError(
+            f"kube-apiserver not ready after {timeout:.0f} s:\n{self._log_tail('kube-apiserver')}"
+        )
 
     def install_crds(self) -> None:
         files = crd_files()
@@ -330,7 +336,9 @@ class ApiServer:
         for ns in sorted(namespaces):
             doc = next((o.doc for o in objs if o.kind == "Namespace" and o.name == ns), None)
             doc = doc or {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-            self.run(["apply", "--server-side", "--field-manager=validate", "-f", "-"], stdin=yaml.safe_dump(doc))
+            self.run(
+                ["apply", "--server-side", "--field-manager=validate", "-f", "-"], stdin=yaml.safe_dump(doc)
+            )
         for obj in objs:
             proc = self.run(
                 ["apply", "--server-side", "--dry-run=server", "--field-manager=kustomize-controller",
@@ -359,7 +367,9 @@ def istioctl_analyze(objs: list[Obj], workdir: Path, server: ApiServer) -> dict[
     analyzer that needs them (e.g. IST0101, a route to a host no Service provides), so the objects are
     applied for real (there are no controllers: nothing runs) and removed again afterwards."""
     istioctl = tool("istioctl", "ISTIOCTL")
-    chosen = [o for o in objs if o.group in ISTIO_GROUPS or (o.group in ("", "apps") and o.kind in ISTIO_CORE_KINDS)]
+    chosen = [
+        o for o in objs if o.group in ISTIO_GROUPS or (o.group in ("", "apps") and o.kind in ISTIO_CORE_KINDS)
+    ]
     results: dict[str, list[str]] = {o.source: [] for o in chosen}
     file = write_objects(chosen, workdir / "istio.yaml")
     removable = write_objects([o for o in chosen if o.kind != "Namespace"], workdir / "istio-removable.yaml")
@@ -375,14 +385,18 @@ def istioctl_analyze(objs: list[Obj], workdir: Path, server: ApiServer) -> dict[
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
     finally:
-        server.run(["delete", "--ignore-not-found", "--wait=false", "-f", str(removable)], check=False, timeout=300)
+        server.run(
+            ["delete", "--ignore-not-found", "--wait=false", "-f", str(removable)], check=False, timeout=300
+        )
     try:
         messages = json.loads(proc.stdout or "[]")
     except json.JSONDecodeError:
         messages = None
     if messages is None or (proc.returncode not in (0, 79) and not messages):
         # 79: analysis found messages at or above the threshold; anything else is a failure to run
-        results["istioctl"] = [f"istioctl analyze failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()}"]
+        results["istioctl"] = [
+            f"istioctl analyze failed ({proc.returncode}): {(proc.stdout + proc.stderr).strip()}"
+        ]
         return results
     by_label = {(o.kind, o.namespace, o.name): o.source for o in chosen}
     for message in messages:
@@ -391,13 +405,17 @@ def istioctl_analyze(objs: list[Obj], workdir: Path, server: ApiServer) -> dict[
         ns, _, name = ref.rpartition("/")
         source = by_label.get((kind, ns or None, name), "istioctl")
         code = message.get("code") or ""
-        results.setdefault(source, []).append(f"{message.get('level')} [{code}] {origin}: {message.get('message')}")
+        results.setdefault(source, []).append(
+            f"{message.get('level')} [{code}] {origin}: {message.get('message')}"
+        )
     return results
 
 
 def kube_score(objs: list[Obj], workdir: Path) -> dict[str, list[str]]:
     binary = tool("kube-score", "KUBE_SCORE")
-    chosen = [o for o in objs if o.group in ("", "apps", "policy", "batch", "networking.k8s.io", "autoscaling")]
+    chosen = [
+        o for o in objs if o.group in ("", "apps", "policy", "batch", "networking.k8s.io", "autoscaling")
+    ]
     file = write_objects(chosen, workdir / "core.yaml")
     cmd = [binary, "score", "--output-format=ci"]
     for check in KUBE_SCORE_IGNORED:
@@ -416,7 +434,9 @@ def kube_score(objs: list[Obj], workdir: Path) -> dict[str, list[str]]:
         target, _, message = rest.partition(": ")
         name = target.split("/")[0]
         kind = target.split(" ")[-1].rsplit("/", 1)[-1] if " " in target else ""
-        results.setdefault(by_label.get((kind, name), "kube-score"), []).append(f"{level} {target}: {message}")
+        results.setdefault(by_label.get((kind, name), "kube-score"), []).append(
+            f"{level} {target}: {message}"
+        )
     return results
 
 
@@ -426,7 +446,9 @@ def kube_score(objs: list[Obj], workdir: Path) -> dict[str, list[str]]:
 VALIDATORS = ("apiserver", "istioctl", "kube-score")
 
 
-def validate(root: Path, only: tuple[str, ...] = VALIDATORS, server: ApiServer | None = None) -> dict[str, dict]:
+def validate(
+    root: Path, only: tuple[str, ...] = VALIDATORS, server: ApiServer | None = None
+) -> dict[str, dict]:
     """{validator: {source: [problems]}} for the tree at root."""
     objs = flux_objects(root)
     report: dict[str, dict] = {}
@@ -451,7 +473,9 @@ def problems(report: dict[str, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(render.REPO_ROOT), help="repository root (default: this repo)")
-    parser.add_argument("--only", action="append", choices=VALIDATORS, help="run only this validator (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=VALIDATORS, help="run only this validator (repeatable)"
+    )
     args = parser.parse_args(argv)
     try:
         report = validate(Path(args.root).resolve(), tuple(args.only or VALIDATORS))

@@ -22,7 +22,9 @@ FILES = (
     "kubernetes/apps/ai-services/kokoro-api/app/deployment.yaml",
     "kubernetes/components/smoke-test/job.yaml",
 )
-IMAGE_LINE = re.compile(r"^(?P<indent>\s*image:\s*)(?P<ref>\S*/kokoro-api(?::[\w.-]+)?(?:@sha256:[0-9a-f]*)?)\s*$", re.M)
+IMAGE_LINE = re.compile(
+    r"^(?P<indent>\s*image:\s*)(?P<ref>\S*/kokoro-api(?::[\w.-]+)?(?:@sha256:[0-9a-f]*)?)\s*$", re.M
+)
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 

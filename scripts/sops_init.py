@@ -102,11 +102,15 @@ def write_sops_config(root: Path, public: str) -> None:
         in_age = False
         out.append(line)
     new = "\n".join(out) + "\n"
+    throwaway_note = (
+        "# SOPS rules for the GitOps tree. The age recipient below is a THROWAWAY key whose private half"
+        " was\n"
+    )
     new = new.replace(
-        "# SOPS rules for the GitOps tree. The age recipient below is a THROWAWAY key whose private half was\n"
-        "# discarded: replace it with your own public key and re-encrypt (docs/gitops.md, \"Secrets\").",
+        throwaway_note +
+        '# discarded: replace it with your own public key and re-encrypt (docs/gitops.md, "Secrets").',
         "# SOPS rules for the GitOps tree. The age recipient below was set by `task sops:init`\n"
-        "# (docs/gitops.md, \"Secrets\").",
+        '# (docs/gitops.md, "Secrets").',
     )
     parsed = yaml.safe_load(new)
     recipients = [r for g in parsed["creation_rules"][0]["key_groups"] for r in g.get("age", [])]
@@ -155,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if secret == "created":
         print("A new random API key was written; read it with: sops --decrypt " + str(SECRET))
     print("Next: give Flux the private key, then commit:")
-    print(
-        f"  kubectl -n flux-system create secret generic sops-age --from-file=age.agekey={identity}"
-    )
+    print(f"  kubectl -n flux-system create secret generic sops-age --from-file=age.agekey={identity}")
     print(f"  git add .sops.yaml {SECRET} && git commit -m 'SOPS: my age key'")
     return 0
 

@@ -107,7 +107,8 @@ def test_api_key_comes_from_the_secrets_variable(tmp_path):
         refused = smoke("--url", keyed.url, "--formats", "wav", "--concurrency", "1")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     for name in ("synthesize", "batch"):
-        assert any(line.startswith("PASS") and f" {name} " in line for line in ok.stdout.splitlines()), ok.stdout
+        lines = ok.stdout.splitlines()
+        assert any(line.startswith("PASS") and f" {name} " in line for line in lines), ok.stdout
     assert refused.returncode == 1 and "401" in refused.stdout, refused.stdout
 
 

@@ -15,9 +15,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
 import cluster_validate
+import pytest
 import render
 
 from .conftest import REPO, copy_tree
@@ -103,7 +102,9 @@ def test_opt_in_components_pass_all_three(component: str, apiserver, tmp_path: P
     k.write_text(k.read_text() + f"components:\n  - ../../../../components/{component}\n")
     report = cluster_validate.validate(root, server=apiserver)
     assert not any(problems_of(report, v) for v in report), cluster_validate.problems(report)
-    assert any(f"components/{component}" in source for source in report["apiserver"]), sorted(report["apiserver"])
+    assert any(f"components/{component}" in source for source in report["apiserver"]), sorted(
+        report["apiserver"]
+    )
 
 
 # --------------------------------------------------------------------------- broken copies
@@ -182,16 +183,17 @@ def test_broken_copy_is_caught(case: str, tmp_path: Path, schemas_dir: str, requ
         request.getfixturevalue("platform_tools")
     report = cluster_validate.validate(root, (validator,), server=server)
     found = problems_of(report, validator)
-    assert any(source.endswith(file) and any(needle.lower() in p.lower() for p in ps) for source, ps in found.items()), (
-        cluster_validate.problems(report)
-    )
+    assert any(
+        source.endswith(file) and any(needle.lower() in p.lower() for p in ps) for source, ps in found.items()
+    ), cluster_validate.problems(report)
 
 
 def test_cli_reports_per_file(platform_tools, tmp_path: Path) -> None:
     root = copy_tree(tmp_path / "repo")
     BROKEN["no-readiness-probe"][0](root)
+    script = str(REPO / "scripts" / "cluster_validate.py")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "cluster_validate.py"), "--root", str(root), "--only", "kube-score"],
+        [sys.executable, script, "--root", str(root), "--only", "kube-score"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr

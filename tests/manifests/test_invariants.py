@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+import render  # scripts/ is on the path (tests/manifests/conftest.py)
 
 from .conftest import only
-
-import render  # noqa: E402  (conftest puts scripts/ on the path)
 
 NAMESPACE = "ai-services"
 SECURE_CONTAINER = {
@@ -71,7 +70,8 @@ def test_service_selector_matches_pod_labels(service, deployment) -> None:
 
 def test_pdb_and_policy_select_the_pods(rendered, deployment) -> None:
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    (pdb,) = [r.doc for r in rendered if r.kind == "PodDisruptionBudget" and r.name == deployment["metadata"]["name"]]
+    name = deployment["metadata"]["name"]
+    (pdb,) = [r.doc for r in rendered if r.kind == "PodDisruptionBudget" and r.name == name]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["minAvailable"] < deployment["spec"]["replicas"], "the PDB would block every drain"
     cnp = only(rendered, "CiliumNetworkPolicy")
@@ -225,7 +225,8 @@ def test_security_context(deployment, container) -> None:
 def test_image_is_a_release_tag_with_no_placeholder_digest(container) -> None:
     """A semver tag the image workflow publishes; a digest, once Renovate or `task image:pin` adds it,
     is a real sha256 (the all-zero placeholder is refused by scripts/kubeconform.py too)."""
-    match = re.fullmatch(r"[a-z0-9./-]+/kokoro-api:\d+\.\d+\.\d+(@sha256:(?P<hex>[0-9a-f]{64}))?", container["image"])
+    pattern = r"[a-z0-9./-]+/kokoro-api:\d+\.\d+\.\d+(@sha256:(?P<hex>[0-9a-f]{64}))?"
+    match = re.fullmatch(pattern, container["image"])
     assert match, container["image"]
     assert match.group("hex") != "0" * 64
 
@@ -246,4 +247,5 @@ def test_api_keys_come_from_an_optional_secret_applied_apart(repo, rendered, con
             for d in render.load_documents(f) if render.is_flux_kustomization(d)}  # fmt: skip
     decrypting = sorted(name for name, d in docs.items() if "decryption" in d["spec"])
     assert decrypting == ["kokoro-api-keys"], decrypting
-    assert not any(dep.get("name") == "kokoro-api-keys" for dep in docs["kokoro-api"]["spec"].get("dependsOn", []))
+    app_deps = docs["kokoro-api"]["spec"].get("dependsOn", [])
+    assert not any(dep.get("name") == "kokoro-api-keys" for dep in app_deps)

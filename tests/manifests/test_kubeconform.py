@@ -133,12 +133,18 @@ NEGATIVE_CASES = {
         "version tag",
     ),
     "smoke-job-unknown-field": (
-        edit("kubernetes/components/smoke-test/job.yaml", "          command:\n", "          commands: []\n          command:\n"),
+        edit(
+            "kubernetes/components/smoke-test/job.yaml",
+            "          command:\n",
+            "          commands: []\n          command:\n",
+        ),
         "job.yaml",
         "commands",
     ),
     "platform-helmrelease-typo": (
-        edit("kubernetes/apps/kube-system/cilium/app/helmrelease.yaml", "  interval: 1h\n", "  intervall: 1h\n"),
+        edit(
+            "kubernetes/apps/kube-system/cilium/app/helmrelease.yaml", "  interval: 1h\n", "  intervall: 1h\n"
+        ),
         "helmrelease.yaml",
         "intervall",
     ),

@@ -130,7 +130,9 @@ def test_connection_pool_matches_the_services_admission(destinationrule, deploym
     assert pool["http"]["http1MaxPendingRequests"] == expected
 
 
-def test_outlier_detection_ejects_on_connect_failures_not_on_the_apps_503(destinationrule, deployment) -> None:
+def test_outlier_detection_ejects_on_connect_failures_not_on_the_apps_503(
+    destinationrule, deployment
+) -> None:
     """The app answers `503 Overloaded` when its queue is full: back-pressure from a healthy pod. Envoy's
     5xx counter and its gateway-error counter (502/503/504) would both eject that pod for 30 s, halving
     capacity under load. Only locally originated failures (connect failure, reset, timeout) may eject."""

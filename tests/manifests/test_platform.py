@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-import yaml
-
 import cluster_validate
+import pytest
 import render
+import yaml
 
 from .conftest import APP_PATH, REPO, copy_tree, only
 from .test_invariants import quantity_bytes
@@ -55,7 +54,9 @@ def test_app_waits_for_the_mesh_which_waits_for_the_crds() -> None:
 def test_gateway_api_version_is_the_one_validated() -> None:
     """The GitRepository the cluster pulls the CRDs from and the Go module the API-server validation
     installs them from are the same release."""
-    (repo,) = [d for d in docs_of("kubernetes/apps/kube-system/gateway-api/ks.yaml") if d["kind"] == "GitRepository"]
+    (repo,) = [
+        d for d in docs_of("kubernetes/apps/kube-system/gateway-api/ks.yaml") if d["kind"] == "GitRepository"
+    ]
     assert repo["spec"]["ref"]["tag"] == cluster_validate.GATEWAY_API_VERSION
     (module, paths) = cluster_validate.CRD_SOURCES[0]
     assert module == f"sigs.k8s.io/gateway-api@{repo['spec']['ref']['tag']}"
@@ -72,7 +73,9 @@ def test_external_source_paths_are_not_rendered_from_this_repository() -> None:
 
 
 def test_istio_is_ambient_one_version_in_order() -> None:
-    releases = {d["metadata"]["name"]: d for d in docs_of("kubernetes/apps/istio-system/istio/app/helmrelease.yaml")}
+    releases = {
+        d["metadata"]["name"]: d for d in docs_of("kubernetes/apps/istio-system/istio/app/helmrelease.yaml")
+    }
     assert set(releases) == {"istio-base", "istiod", "istio-cni", "ztunnel"}
     versions = {r["spec"]["chart"]["spec"]["version"] for r in releases.values()}
     assert len(versions) == 1, versions
@@ -158,7 +161,9 @@ def test_ephemeral_storage_covers_the_emptydirs(deployment, container) -> None:
 
 def test_replicas_never_share_a_node(deployment) -> None:
     (spread,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    assert spread["whenUnsatisfiable"] == "DoNotSchedule" and spread["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        spread["whenUnsatisfiable"] == "DoNotSchedule" and spread["topologyKey"] == "kubernetes.io/hostname"
+    )
 
 
 def test_namespace_labels() -> None:
@@ -191,12 +196,21 @@ def test_smoke_job_goes_through_the_service_with_the_apps_image(with_smoke_test)
     command = smoke["command"]
     url = command[command.index("--url") + 1]
     service = only(with_smoke_test, "Service")
-    assert url == f"http://{service['metadata']['name']}.ai-services.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+    assert (
+        url
+        == f"http://{service['metadata']['name']}.ai-services.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+    )
     (key,) = [e for e in smoke["env"] if e["name"] == "KOKORO_API_KEYS"]
-    assert key["valueFrom"]["secretKeyRef"] == {"name": "kokoro-api-keys", "key": "KOKORO_API_KEYS", "optional": True}
+    assert key["valueFrom"]["secretKeyRef"] == {
+        "name": "kokoro-api-keys",
+        "key": "KOKORO_API_KEYS",
+        "optional": True,
+    }
     # the script is this repository's smoke test, untouched by Flux's substitution
     (volume,) = [v for v in pod["volumes"] if "configMap" in v]
-    script = next(r.doc for r in with_smoke_test if r.kind == "ConfigMap" and r.name == volume["configMap"]["name"])
+    script = next(
+        r.doc for r in with_smoke_test if r.kind == "ConfigMap" and r.name == volume["configMap"]["name"]
+    )
     assert script["data"]["smoke_test.py"] == (REPO / "scripts" / "smoke_test.py").read_text()
     assert script["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/substitute"] == "disabled"
     assert job["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/force"] == "enabled"
@@ -223,7 +237,9 @@ def test_httproute_component_replaces_the_virtualservice(tmp_path) -> None:
     speech, rest = route["spec"]["rules"]
     assert speech["matches"] == [{"path": {"type": "Exact", "value": "/v1/audio/speech"}}]
     assert "timeouts" not in speech, "the streaming route must have no timeout"
-    assert rest["timeouts"] == {"request": "90s"}, "no backendRequest: without retry it bounds the whole answer"
+    assert rest["timeouts"] == {"request": "90s"}, (
+        "no backendRequest: without retry it bounds the whole answer"
+    )
 
 
 # --------------------------------------------------------------------------- image pinning
@@ -235,7 +251,9 @@ def test_pin_image_rewrites_every_app_image_line_and_refuses_placeholders(tmp_pa
 
     root = copy_tree(tmp_path / "repo")
     script = [sys.executable, str(REPO / "scripts" / "pin_image.py"), "--root", str(root)]
-    zero = subprocess.run([*script, "--digest", "sha256:" + "0" * 64], capture_output=True, text=True, check=False)
+    zero = subprocess.run(
+        [*script, "--digest", "sha256:" + "0" * 64], capture_output=True, text=True, check=False
+    )
     assert zero.returncode == 1 and "not all zero" in zero.stderr
     short = subprocess.run([*script, "--digest", "sha256:abc"], capture_output=True, text=True, check=False)
     assert short.returncode == 1
@@ -251,3 +269,16 @@ def test_pin_image_rewrites_every_app_image_line_and_refuses_placeholders(tmp_pa
     images = {c["image"] for r in resources if r.kind in ("Deployment", "Job")
               for c in r.doc["spec"]["template"]["spec"]["containers"]}  # fmt: skip
     assert images == {f"ghcr.io/me/kokoro-api:0.2.0@{digest}"}
+
+
+def test_renovate_pins_the_app_image_by_digest() -> None:
+    """Renovate's kubernetes and flux managers read the tree; the app image gets tag@digest pins."""
+    config = json.loads((REPO / ".renovaterc.json").read_text())
+    for manager in ("kubernetes", "flux"):
+        (pattern,) = config[manager]["managerFilePatterns"]
+        assert re.search(pattern.strip("/"), f"{APP}/app/deployment.yaml"), manager
+    (rule,) = [r for r in config["packageRules"] if r.get("pinDigests")]
+    (name_pattern,) = rule["matchPackageNames"]
+    deployment = (REPO / APP / "app" / "deployment.yaml").read_text()
+    image = re.search(r"image: (\S+?):", deployment).group(1)
+    assert re.search(name_pattern.strip("/"), image), (name_pattern, image)
