@@ -132,3 +132,15 @@ class ApiKeyAuth:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+
+def own_key(settings) -> str | None:  # type: ignore[no-untyped-def]
+    """A key this service accepts, for its requests to its own replicas (None: the API is open)."""
+    raw = settings.api_keys.get_secret_value() if settings.api_keys is not None else ""
+    keys = parse_keys(raw, ",")
+    if not keys and settings.api_keys_file is not None:
+        try:
+            keys = parse_keys(Path(settings.api_keys_file).read_text())
+        except OSError:
+            keys = []
+    return keys[0] if keys else None

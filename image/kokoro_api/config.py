@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
@@ -115,6 +115,28 @@ class Settings(BaseSettings):
         "there. Unset: saved mixes live in memory only and are lost on restart.",
     )
 
+    # --- replicas: peers share download files, jobs and saved mixes
+    peers: str = Field(
+        "",
+        description="Comma-separated `host:port` (or `http://host:port`) of this service's replicas. Each "
+        "host is resolved on use to all of its addresses, so a headless Service name lists every ready pod "
+        "(`kokoro-api-peers:8880`). A download or job this pod does not have is fetched from them, and saved "
+        "mixes are copied to them. Listing the pod itself is harmless. Empty: a single instance.",
+    )
+    peer_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long a peer may take to start answering a lookup or a copy."
+    )
+    max_jobs: int = Field(
+        32, ge=0, le=10_000,
+        description="Jobs (`Prefer: respond-async`) waiting or running on this pod; beyond: 503 Overloaded. "
+        "Jobs run one at a time, on one worker, so interactive requests keep the others.",
+    )
+    max_job_chars: int = Field(
+        20_000, ge=1, le=1_000_000,
+        description="Most characters in one job (a text, or a batch's items together). Jobs answer at once "
+        "(202), so neither max_unstreamed_chars nor max_batch_chars applies to them.",
+    )
+
     graceful_timeout_s: float = Field(
         120.0, gt=0, le=3600, description="On SIGTERM, how long requests in flight may take to finish."
     )
@@ -148,3 +170,11 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run one synthesis at start-up before /readyz turns ready.")
     log_level: str = Field("info", description="Log level (debug, info, warning, error).")
     log_text: bool = Field(False, description="Log request input text (debug only; off by default).")
+
+    @field_validator("peers")
+    @classmethod
+    def _peers_parse(cls, value: str) -> str:
+        from .peers import parse_targets
+
+        parse_targets(value)  # ValueError naming the bad entry
+        return value

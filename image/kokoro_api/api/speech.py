@@ -7,16 +7,17 @@ from fastapi import APIRouter, Request, Response
 from ..schemas import SpeechRequest
 from .deps import AdmissionDep, RuntimeDep, SettingsDep
 from .download import audio_store
+from .jobs import JOB_RESPONSES, PreferHeader, one_text_job, wants_job
 from .respond import AUDIO_RESPONSES, SynthesisJob, audio_response, timestamps_response
 
 router = APIRouter(tags=["speech"])
 
 
-def _job(body: SpeechRequest, rt, settings, *, streamed: bool) -> SynthesisJob:
+def _job(body: SpeechRequest, rt, settings, *, streamed: bool, deferred: bool = False) -> SynthesisJob:
     british = None if body.lang_code is None else body.lang_code == "b"
     return SynthesisJob.checked(
         rt, settings, text=body.input, voice=body.voice, speed=body.speed, fmt=body.response_format,
-        streamed=streamed, british=british,
+        streamed=streamed, british=british, deferred=deferred,
     )
 
 
@@ -32,9 +33,13 @@ async def create_speech(
 @router.post(
     "/v1/audio/speech/timestamps",
     summary="Text to speech with word timestamps (JSON: base64 audio + words[{word, start, end}])",
+    responses=JOB_RESPONSES,
 )
 async def create_speech_timestamps(
-    body: SpeechRequest, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep
+    body: SpeechRequest, request: Request, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep,
+    prefer: PreferHeader = None,
 ) -> Response:
+    if wants_job(prefer):  # long texts: the words come in the job's result, the audio from its download_url
+        return one_text_job(request, admission, _job(body, rt, settings, streamed=False, deferred=True), "timestamps")
     job = _job(body, rt, settings, streamed=False)
     return await timestamps_response(job, admission)
