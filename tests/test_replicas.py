@@ -127,7 +127,7 @@ def test_unknown_download_is_404_on_both_pods(replicas, http) -> None:
     assert_error(http.get("/v1/download/..%2F..%2Fetc%2Fpasswd"), 404)
 
 
-def test_saved_mix_is_known_to_every_pod(replicas, http) -> None:
+def test_saved_mix_is_known_to_every_pod(replicas, http, tmp_path) -> None:
     proxy, backends = replicas
     saved = http.post("/v1/audio/voices", json={"name": "replica-narrator", "mix": "af_bella(2)+am_adam(1)"})
     assert saved.status_code == 201, saved.text
@@ -152,6 +152,11 @@ def test_saved_mix_is_known_to_every_pod(replicas, http) -> None:
         for r in [http.get("/v1/audio/voices") for _ in range(2)]:
             names = {v["name"]: v["mix"] for v in r.json()["saved"]}
             assert names["replica-narrator"] == "bf_emma", proxy.backend_of(r)
+        # a pod that starts while the others run (a rollout's new pod) has the mix before it is ready
+        with live_server(tmp_path, KOKORO_PEERS=",".join(u.removeprefix("http://") for u in backends),
+                         KOKORO_AUDIO_DIR=str(tmp_path / "audio-new")) as newcomer:
+            listed = httpx.get(f"{newcomer.url}/v1/audio/voices").json()["saved"]
+            assert {"name": "replica-narrator", "mix": "bf_emma", "language": "en-gb"} in listed
     finally:
         deleted = http.delete("/v1/audio/voices/replica-narrator")
     assert deleted.status_code == 200, deleted.text

@@ -81,15 +81,17 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         le=100_000,
-        description="Longest `input` for a non-streamed response. Longer texts must stream, so that no "
-        "single response outlives the mesh's perTryTimeout (30 s) and a retry never redoes long work.",
+        description="Longest `input` for a non-streamed response. Longer texts must stream or run as a job "
+        "(`Prefer: respond-async`), so that no single response outlives the mesh's perTryTimeout (30 s) and "
+        "a retry never redoes long work.",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body in bytes (413 above).")
     max_batch_items: int = Field(100, ge=1, le=1000, description="Most items in one /synthesize/batch.")
     max_batch_chars: int = Field(
         20_000, ge=1, le=1_000_000,
         description="Most characters (all items together) in one /synthesize/batch, so that a batch, which "
-        "answers only when every item is done, stays within the mesh's timeout.",
+        "answers only when every item is done, stays within the mesh's timeout. A batch run as a job is "
+        "limited by max_job_chars instead.",
     )
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
 
@@ -112,7 +114,8 @@ class Settings(BaseSettings):
     voices_dir: Path | None = Field(
         None,
         description="Directory for saved voice mixes (POST /v1/audio/voices), kept in saved_voices.json "
-        "there. Unset: saved mixes live in memory only and are lost on restart.",
+        "there (replicas may share it). Unset: saved mixes live in memory, copied to the peers on every change "
+        "and from them at start-up; lost when every replica restarts at once.",
     )
 
     # --- replicas: peers share download files, jobs and saved mixes
