@@ -119,6 +119,7 @@ def test_streamed_download_link_works_on_both_pods(replicas, http) -> None:
 
 
 def test_unknown_download_is_404_on_both_pods(replicas, http) -> None:
+    """Each pod asks the other, which answers from its own files only: a miss is a prompt 404, not a loop."""
     proxy, backends = replicas
     gets = [http.get("/v1/download/AAAAAAAAAAAAAAAAAAAAAA.mp3") for _ in range(2)]
     for d in gets:
