@@ -158,7 +158,8 @@ class RoundRobinProxy:
             backend = self.backends[self._turn % len(self.backends)]
             self._turn += 1
         self.served.append((scope["method"], scope["path"], backend))
-        url = backend + scope["raw_path"].decode() + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
+        query = scope["query_string"].decode()
+        url = backend + scope["raw_path"].decode() + (f"?{query}" if query else "")
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in self.HOP]
         client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=None))
         try:
@@ -181,7 +182,8 @@ class RoundRobinProxy:
         finally:
             await client.aclose()
 
-    async def _plain(self, send, status: int, text: bytes, backend: str) -> None:  # type: ignore[no-untyped-def]
+    @staticmethod
+    async def _plain(send, status: int, text: bytes, backend: str) -> None:  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain"), (b"x-upstream", backend.encode())]})
         await send({"type": "http.response.body", "body": text})

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import httpx
-import numpy as np
 import pytest
 
 from helpers import RoundRobinProxy, assert_error, decode, free_port, live_server, rms, wait_until_ready
@@ -137,7 +136,8 @@ def test_saved_mix_is_known_to_every_pod(replicas, http, tmp_path) -> None:
         lists = [http.get("/v1/audio/voices") for _ in range(2)]
         assert {proxy.backend_of(r) for r in lists} == set(backends)
         for r in lists:
-            assert {"name": "replica-narrator", "mix": "af_bella(2)+am_adam(1)", "language": "en-us"} in r.json()["saved"]
+            entry = {"name": "replica-narrator", "mix": "af_bella(2)+am_adam(1)", "language": "en-us"}
+            assert entry in r.json()["saved"]
         body = {"text": "Spoken by a saved mix.", "output_format": "wav"}
         by_name = [http.post("/synthesize", json={**body, "voice_id": "replica-narrator"}) for _ in range(2)]
         inline = http.post("/synthesize", json={**body, "voice_id": "af_bella(2)+am_adam(1)"})
@@ -161,13 +161,16 @@ def test_saved_mix_is_known_to_every_pod(replicas, http, tmp_path) -> None:
     finally:
         deleted = http.delete("/v1/audio/voices/replica-narrator")
     assert deleted.status_code == 200, deleted.text
-    for r in [http.post("/synthesize", json={"text": "Gone.", "voice_id": "replica-narrator"}) for _ in range(2)]:
+    gone = {"text": "Gone.", "voice_id": "replica-narrator"}
+    for r in [http.post("/synthesize", json=gone) for _ in range(2)]:
         assert_error(r, 400, "InvalidVoice")
     for r in [http.delete("/v1/audio/voices/replica-narrator") for _ in range(2)]:
         assert_error(r, 404, "NotFound")
 
 
-def _poll(http: httpx.Client, proxy: RoundRobinProxy, status_url: str, deadline_s: float) -> tuple[dict, set[str]]:
+def _poll(
+    http: httpx.Client, proxy: RoundRobinProxy, status_url: str, deadline_s: float
+) -> tuple[dict, set[str]]:
     """Poll a job's status through the proxy until it ends; every poll must answer 200."""
     seen = set()
     deadline = time.monotonic() + deadline_s
@@ -243,7 +246,8 @@ def test_timestamps_and_batch_beyond_the_cap_run_as_jobs(replicas, http) -> None
                    headers={"Prefer": "respond-async"})
     assert ts.status_code == 202, ts.text
     items = [{"text": long_text(150)}, {"text": "And a short second item.", "voice_id": "bm_george"}]
-    assert_error(http.post("/synthesize/batch", json={"items": items * 2, "concatenate": True}), 400, "InputTooLong")
+    too_long = http.post("/synthesize/batch", json={"items": items * 2, "concatenate": True})
+    assert_error(too_long, 400, "InputTooLong")
     batch = http.post("/synthesize/batch", json={"items": items * 2, "concatenate": True},
                       headers={"Prefer": "respond-async"})
     assert batch.status_code == 202, batch.text

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .admission import Admission
-from .auth import own_key
 from .api import download, health, jobs, models, native, speech, voices
+from .auth import own_key
 from .config import Settings
 from .errors import StartupError, install_error_handlers
 from .jobs import JobQueue
@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_middleware(app, settings)  # API keys, CORS, request log and /metrics
     routers = (
-        health.router, models.router, voices.router, speech.router, native.router, download.router, jobs.router
+        health.router, models.router, voices.router, speech.router, native.router, download.router,
+        jobs.router,
     )
     for router in routers:
         app.include_router(router)

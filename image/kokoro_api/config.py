@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     voices_dir: Path | None = Field(
         None,
         description="Directory for saved voice mixes (POST /v1/audio/voices), kept in saved_voices.json "
-        "there (replicas may share it). Unset: saved mixes live in memory, copied to the peers on every change "
-        "and from them at start-up; lost when every replica restarts at once.",
+        "there (replicas may share it). Unset: saved mixes live in memory, copied to the peers on every "
+        "change and from them at start-up; lost when every replica restarts at once.",
     )
 
     # --- replicas: peers share download files, jobs and saved mixes

@@ -114,7 +114,8 @@ class JobQueue:
 
     def expire(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for job_id in [j.id for j in self._jobs.values() if j.done and now - (j.finished_at or now) > self.max_age_s]:
+        old = [j.id for j in self._jobs.values() if j.done and now - (j.finished_at or now) > self.max_age_s]
+        for job_id in old:
             del self._jobs[job_id]
 
     async def _run(self) -> None:
@@ -128,7 +129,8 @@ class JobQueue:
                 job.result = await job.work(job)
                 job.status = SUCCEEDED
             except APIError as exc:
-                job.status, job.error = FAILED, {"error": exc.error, "message": exc.message, "details": exc.details}
+                job.status = FAILED
+                job.error = {"error": exc.error, "message": exc.message, "details": exc.details}
             except asyncio.CancelledError:
                 job.status = FAILED
                 job.error = {"error": "Cancelled", "message": "The server stopped before the job ended; "
@@ -137,8 +139,8 @@ class JobQueue:
             except Exception:
                 log.exception("job failed", extra={"job": job.id})
                 job.status = FAILED
-                job.error = {"error": "InternalError",
-                             "message": "The job failed unexpectedly; the server log has the cause.", "details": {}}
+                job.error = {"error": "InternalError", "details": {},
+                             "message": "The job failed unexpectedly; the server log has the cause."}
             finally:
                 job.finished_at = time.time()
                 log.info("job finished", extra={"job": job.id, "status": job.status,

@@ -13,7 +13,6 @@ ready pods of the moment. Listing the pod itself costs one local lookup that mis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -118,11 +117,9 @@ class Peers:
         finally:
             for t in tasks:
                 t.cancel()
-            for t in tasks:  # close every other open answer
-                with contextlib.suppress(BaseException):
-                    other = await t
-                    if other is not None and other is not found:
-                        await other.aclose()
+            for other in await asyncio.gather(*tasks, return_exceptions=True):  # close every other answer
+                if isinstance(other, httpx.Response) and other is not found:
+                    await other.aclose()
 
     async def send_all(
         self, method: str, path: str, incoming: Mapping[str, str] | None = None,

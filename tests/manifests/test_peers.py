@@ -27,7 +27,8 @@ def test_kokoro_peers_names_the_headless_service_and_the_container_port(peers_se
 
 def test_servicemonitor_does_not_select_the_peers_service(rendered, peers_service) -> None:
     monitor = only(rendered, "ServiceMonitor")
-    assert not monitor["spec"]["selector"]["matchLabels"].items() <= peers_service["metadata"]["labels"].items()
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= peers_service["metadata"]["labels"].items()
 
 
 def test_network_policy_lets_the_replicas_reach_each_other(rendered, deployment, container) -> None:
@@ -38,8 +39,8 @@ def test_network_policy_lets_the_replicas_reach_each_other(rendered, deployment,
     for rule in cnp["spec"]["ingress"]:
         for sel in rule.get("fromEndpoints", []):
             labels = dict(sel["matchLabels"])
-            if labels.pop("io.kubernetes.pod.namespace", None) == namespace and labels.items() <= pod_labels.items() \
-                    and labels:
+            in_namespace = labels.pop("io.kubernetes.pod.namespace", None) == namespace
+            if in_namespace and labels and labels.items() <= pod_labels.items():
                 ports = {p["port"] for tp in rule["toPorts"] for p in tp["ports"]}
                 assert {port, "15008"} <= ports  # plain HTTP, and HBONE in ambient mode
                 return

@@ -6,9 +6,10 @@ first one's answer, so a link works through the Service whichever pod the reques
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from ..errors import NotFound
 from ..peers import Peers, is_peer_request
@@ -30,7 +31,15 @@ async def _from_peer(name: str, request: Request) -> Response | None:
     if found is None:
         return None
     headers = {k: v for k, v in found.headers.items() if k.lower() in RELAYED}
-    return StreamingResponse(found.aiter_raw(), headers=headers, background=BackgroundTask(found.aclose))
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in found.aiter_raw():
+                yield chunk
+        finally:  # also when the client leaves half-way: the peer connection goes back to the pool
+            await found.aclose()
+
+    return StreamingResponse(relay(), headers=headers)
 
 
 @router.get(

@@ -34,9 +34,9 @@ JOB_RESPONSES = {202: {"description": "Accepted as a job (with Prefer: respond-a
 
 def wants_job(prefer: str | None) -> bool:
     """RFC 7240: ``Prefer: respond-async`` (among other preferences, any case)."""
-    return bool(prefer) and any(
-        p.split("=", 1)[0].strip().lower() == "respond-async" for p in prefer.split(",")  # type: ignore[union-attr]
-    )
+    if not prefer:
+        return False
+    return any(p.split("=", 1)[0].strip().lower() == "respond-async" for p in prefer.split(","))
 
 
 def job_queue(request: Request) -> JobQueue:

@@ -50,7 +50,9 @@ def _language(value: str) -> str:
     return lang
 
 
-def native_job(rt: Runtime, settings: Settings, req: SynthesizeRequest, deferred: bool = False) -> SynthesisJob:
+def native_job(
+    rt: Runtime, settings: Settings, req: SynthesizeRequest, deferred: bool = False
+) -> SynthesisJob:
     """Validate one /synthesize request (also a batch item) into a job; raises APIError naming the problem.
     ``deferred``: it runs as a job (Prefer: respond-async), so the non-streamed cap does not apply."""
     lang = _language(req.language)
@@ -70,7 +72,9 @@ def native_job(rt: Runtime, settings: Settings, req: SynthesizeRequest, deferred
 
 
 @router.post(
-    "/synthesize", summary="Text to speech (deployment-plan shape)", responses={**AUDIO_RESPONSES, **JOB_RESPONSES}
+    "/synthesize",
+    summary="Text to speech (deployment-plan shape)",
+    responses={**AUDIO_RESPONSES, **JOB_RESPONSES},
 )
 async def synthesize(
     body: SynthesizeRequest, request: Request, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep,

@@ -248,4 +248,6 @@ async def timestamps_response(job: SynthesisJob, admission: Admission) -> JSONRe
 
 def word_list(words: list[WordTime], offset: float = 0.0) -> list[dict[str, object]]:
     """Word timestamps as JSON: seconds from the start of the audio (``offset`` added)."""
-    return [{"word": w.word, "start": round(w.start + offset, 3), "end": round(w.end + offset, 3)} for w in words]
+    return [
+        {"word": w.word, "start": round(w.start + offset, 3), "end": round(w.end + offset, 3)} for w in words
+    ]

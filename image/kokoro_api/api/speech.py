@@ -40,6 +40,7 @@ async def create_speech_timestamps(
     prefer: PreferHeader = None,
 ) -> Response:
     if wants_job(prefer):  # long texts: the words come in the job's result, the audio from its download_url
-        return one_text_job(request, admission, _job(body, rt, settings, streamed=False, deferred=True), "timestamps")
+        job = _job(body, rt, settings, streamed=False, deferred=True)
+        return one_text_job(request, admission, job, "timestamps")
     job = _job(body, rt, settings, streamed=False)
     return await timestamps_response(job, admission)

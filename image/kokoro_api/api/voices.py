@@ -86,8 +86,10 @@ async def list_voices(rt: RuntimeDep) -> dict:
 )
 async def save_voice(body: SaveVoiceRequest, request: Request, rt: RuntimeDep) -> JSONResponse:
     created = rt.voices.save_mix(body.name, body.mix)
-    out: dict[str, Any] = {"name": body.name, "mix": body.mix.strip(), "language": rt.voices.language_of(body.name),
-                           "created": created}
+    out: dict[str, Any] = {
+        "name": body.name, "mix": body.mix.strip(), "language": rt.voices.language_of(body.name),
+        "created": created,
+    }
     replicas = await _copy(request, "POST", VOICES_PATH, {"name": body.name, "mix": body.mix})
     if replicas is not None:
         out["replicas"] = replicas
