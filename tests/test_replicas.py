@@ -20,6 +20,7 @@ import pytest
 from helpers import RoundRobinProxy, assert_error, decode, free_port, live_server, rms, wait_until_ready
 
 PER_TRY_S = 30.0  # the mesh's perTryTimeout (kubernetes/.../virtualservice.yaml)
+API_KEY = "replica-test-key"  # with API keys on (as with the cluster's Secret), the peers must pass them on
 SENTENCES = (
     "The harbour was quiet in the early morning, and the fishing boats rocked gently at their moorings.",
     "A thin mist rose from the water while the gulls circled above the old stone pier.",
@@ -51,6 +52,7 @@ def replicas(tmp_path_factory) -> Iterator[tuple[RoundRobinProxy, list[str]]]:
     peers = ",".join(f"127.0.0.1:{p}" for p in ports)
     env = {
         "KOKORO_PEERS": peers,
+        "KOKORO_API_KEYS": API_KEY,
         "KOKORO_WORKERS": "2",
         "KOKORO_INTRA_OP_THREADS": "1",
         # the Deployment's mesh budget: 200 characters at most for anything answered in one piece
@@ -73,7 +75,8 @@ def replicas(tmp_path_factory) -> Iterator[tuple[RoundRobinProxy, list[str]]]:
 @pytest.fixture(scope="module")
 def http(replicas) -> Iterator[httpx.Client]:
     proxy, _ = replicas
-    with httpx.Client(base_url=proxy.url, timeout=PER_TRY_S + 30) as c:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=proxy.url, timeout=PER_TRY_S + 30, headers=headers) as c:
         yield c
 
 
@@ -127,6 +130,18 @@ def test_unknown_download_is_404_on_both_pods(replicas, http) -> None:
     assert_error(http.get("/v1/download/..%2F..%2Fetc%2Fpasswd"), 404)
 
 
+def test_peers_pass_the_callers_key_on_and_never_grant_access(replicas, http) -> None:
+    proxy, backends = replicas
+    made = http.post("/synthesize", json={"text": "Keys.", "return_download_link": True})
+    assert made.status_code == 200, made.text
+    link = made.headers["X-Download-Path"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Kokoro-Peer": "1"}):
+        denied = [httpx.get(proxy.url + link, headers=headers) for _ in range(2)]
+        assert {proxy.backend_of(r) for r in denied} == set(backends)
+        for r in denied:
+            assert_error(r, 401, "Unauthorized")
+
+
 def test_saved_mix_is_known_to_every_pod(replicas, http, tmp_path) -> None:
     proxy, backends = replicas
     saved = http.post("/v1/audio/voices", json={"name": "replica-narrator", "mix": "af_bella(2)+am_adam(1)"})
@@ -154,9 +169,10 @@ def test_saved_mix_is_known_to_every_pod(replicas, http, tmp_path) -> None:
             names = {v["name"]: v["mix"] for v in r.json()["saved"]}
             assert names["replica-narrator"] == "bf_emma", proxy.backend_of(r)
         # a pod that starts while the others run (a rollout's new pod) has the mix before it is ready
+        # (it asks them with its own API key: no request of a client's is there to pass one on)
         with live_server(tmp_path, KOKORO_PEERS=",".join(u.removeprefix("http://") for u in backends),
-                         KOKORO_AUDIO_DIR=str(tmp_path / "audio-new")) as newcomer:
-            listed = httpx.get(f"{newcomer.url}/v1/audio/voices").json()["saved"]
+                         KOKORO_AUDIO_DIR=str(tmp_path / "audio-new"), KOKORO_API_KEYS=API_KEY) as newcomer:
+            listed = httpx.get(f"{newcomer.url}/v1/audio/voices", headers=http.headers).json()["saved"]
             assert {"name": "replica-narrator", "mix": "bf_emma", "language": "en-gb"} in listed
     finally:
         deleted = http.delete("/v1/audio/voices/replica-narrator")

@@ -144,4 +144,5 @@ class JobQueue:
             finally:
                 job.finished_at = time.time()
                 log.info("job finished", extra={"job": job.id, "status": job.status,
-                                                "seconds": round(job.finished_at - job.started_at, 2)})
+                                                "seconds": round(job.finished_at - job.started_at, 2),
+                                                "audio_seconds": round(job.audio_seconds, 2)})
