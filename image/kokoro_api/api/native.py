@@ -148,7 +148,7 @@ def _batch_jobs(
 @router.post(
     "/synthesize/batch",
     summary="Several texts: one joined audio file (concatenate=true) or a JSON array of base64 audio",
-    responses=AUDIO_RESPONSES,
+    responses={**AUDIO_RESPONSES, **JOB_RESPONSES},
 )
 async def synthesize_batch(
     body: BatchRequest, request: Request, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep,
