@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .admission import Admission
-from .api import download, health, models, native, speech, voices
+from .api import download, health, jobs, models, native, speech, voices
+from .auth import own_key
 from .config import Settings
 from .errors import StartupError, install_error_handlers
+from .jobs import JobQueue
 from .limits import BodySizeLimit
 from .middleware import install_middleware
+from .peers import Peers
 from .runtime import WARMUP_TEXT, Runtime
 from .storage import AudioStore
 
@@ -25,6 +28,9 @@ async def _load(app: FastAPI) -> None:
     rt: Runtime = app.state.runtime
     try:
         await asyncio.to_thread(rt.load)
+        peers: Peers = app.state.peers
+        if peers.enabled and not rt.settings.voices_dir:  # the replicas' saved mixes, before turning ready
+            await voices.pull_saved(peers, rt.voices)
         if rt.settings.warmup:
             voice = rt.settings.default_voice
             if voice not in rt.voices.builtin_ids:
@@ -67,6 +73,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.audio_store = AudioStore(
         settings.audio_dir, int(settings.audio_dir_max_mb * 1024 * 1024), settings.audio_max_age_s
     )
+    app.state.peers = Peers(settings.peers, settings.peer_timeout_s, key=own_key(settings))
+    app.state.jobs = JobQueue(settings.max_jobs, settings.audio_max_age_s)
+    app.state.jobs.start()
     loader = asyncio.create_task(_load(app))
     cleaner = asyncio.create_task(_clean_audio(app.state.audio_store))
     try:
@@ -74,6 +83,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         loader.cancel()
         cleaner.cancel()
+        app.state.jobs.stop()
+        await app.state.peers.aclose()
         app.state.runtime.close()
 
 
@@ -89,7 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_middleware(app, settings)  # API keys, CORS, request log and /metrics
-    routers = (health.router, models.router, voices.router, speech.router, native.router, download.router)
+    routers = (
+        health.router, models.router, voices.router, speech.router, native.router, download.router,
+        jobs.router,
+    )
     for router in routers:
         app.include_router(router)
     try:

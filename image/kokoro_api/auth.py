@@ -182,3 +182,15 @@ class ApiKeyAuth:
         elif scope["type"] == "http" and (token := _bearer(scope)) is not None and self.keys.check(token):
             SAVED_SCOPE.set(saved_scope(token))  # a public list read with a key lists that key's mixes
         await self.app(scope, receive, send)
+
+
+def own_key(settings) -> str | None:  # type: ignore[no-untyped-def]
+    """A key this service accepts, for its requests to its own replicas (None: the API is open)."""
+    raw = settings.api_keys.get_secret_value() if settings.api_keys is not None else ""
+    keys = parse_keys(raw, ",")
+    if not keys and settings.api_keys_file is not None:
+        try:
+            keys = parse_keys(Path(settings.api_keys_file).read_text())
+        except OSError:
+            keys = []
+    return keys[0] if keys else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8880
@@ -89,8 +89,9 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         le=100_000,
-        description="Longest `input` for a non-streamed response. Longer texts must stream, so that no "
-        "single response outlives the mesh's perTryTimeout (30 s) and a retry never redoes long work.",
+        description="Longest `input` for a non-streamed response. Longer texts must stream or run as a job "
+        "(`Prefer: respond-async`), so that no single response outlives the mesh's perTryTimeout (30 s) and "
+        "a retry never redoes long work.",
     )
     max_audio_s_per_char: float = Field(
         0.6, gt=0, le=10,
@@ -115,7 +116,8 @@ class Settings(BaseSettings):
     max_batch_chars: int = Field(
         20_000, ge=1, le=1_000_000,
         description="Most characters (all items together) in one /synthesize/batch, so that a batch, which "
-        "answers only when every item is done, stays within the mesh's timeout.",
+        "answers only when every item is done, stays within the mesh's timeout. A batch run as a job is "
+        "limited by max_job_chars instead.",
     )
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
     voice_aliases: str = Field(
@@ -149,7 +151,30 @@ class Settings(BaseSettings):
     voices_dir: Path | None = Field(
         None,
         description="Directory for saved voice mixes (POST /v1/audio/voices), kept in saved_voices.json "
-        "there. Unset: saved mixes live in memory only and are lost on restart.",
+        "there (replicas may share it). Unset: saved mixes live in memory, copied to the peers on every "
+        "change and from them at start-up; lost when every replica restarts at once.",
+    )
+
+    # --- replicas: peers share download files, jobs and saved mixes
+    peers: str = Field(
+        "",
+        description="Comma-separated `host:port` (or `http://host:port`) of this service's replicas. Each "
+        "host is resolved on use to all of its addresses, so a headless Service name lists every ready pod "
+        "(`kokoro-api-peers:8880`). A download or job this pod does not have is fetched from them, and saved "
+        "mixes are copied to them. Listing the pod itself is harmless. Empty: a single instance.",
+    )
+    peer_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="How long a peer may take to start answering a lookup or a copy."
+    )
+    max_jobs: int = Field(
+        32, ge=0, le=10_000,
+        description="Jobs (`Prefer: respond-async`) waiting or running on this pod; beyond: 503 Overloaded. "
+        "Jobs run one at a time, on one worker, so interactive requests keep the others.",
+    )
+    max_job_chars: int = Field(
+        20_000, ge=1, le=1_000_000,
+        description="Most characters in one job (a text, or a batch's items together). Jobs answer at once "
+        "(202), so neither max_unstreamed_chars nor max_batch_chars applies to them.",
     )
 
     # --- connections (kokoro-api serve; docs/operations.md, "Connections")
@@ -220,6 +245,14 @@ class Settings(BaseSettings):
         if self.voices_path is None and (self.cache_dir / PULLED_VOICES).is_file():
             self.voices_path = self.cache_dir / PULLED_VOICES
         return self
+
+    @field_validator("peers")
+    @classmethod
+    def _peers_parse(cls, value: str) -> str:
+        from .peers import parse_targets
+
+        parse_targets(value)  # ValueError naming the bad entry
+        return value
 
 
 def describe_invalid(exc: ValidationError) -> str:

@@ -123,6 +123,8 @@ class Metrics:
         Gauge("kokoro_inflight_syntheses", "Syntheses holding an inference worker.", registry=r).set_function(
             lambda: _admission_value(app, "in_flight")
         )
+        Gauge("kokoro_jobs_unfinished", "Jobs (Prefer: respond-async) queued or running on this pod.",
+              registry=r).set_function(lambda: float(getattr(getattr(app.state, "jobs", None), "pending", 0)))
         Gauge("kokoro_workers", "Inference workers (most syntheses at once).", registry=r).set(
             settings.workers
         )

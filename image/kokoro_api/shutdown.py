@@ -61,6 +61,9 @@ class DrainingServer(uvicorn.Server):
         admission = getattr(self.app.state, "admission", None)  # None before the lifespan started
         if admission is not None:
             admission.draining = True
+        jobs = getattr(self.app.state, "jobs", None)
+        if jobs is not None:  # a job's result would leave with this pod: stop rather than wait for it
+            jobs.stop()
         log.info(
             "draining",
             extra={

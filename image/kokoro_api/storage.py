@@ -31,6 +31,11 @@ def new_name(fmt: str) -> str:
     return f"{secrets.token_urlsafe(16)}.{EXTENSIONS[fmt]}"
 
 
+def is_name(name: str) -> bool:
+    """Whether ``name`` has the shape of a download name (only such names are ever looked up)."""
+    return bool(_NAME.match(name))
+
+
 def url_for(name: str) -> str:
     return DOWNLOAD_PREFIX + name
 

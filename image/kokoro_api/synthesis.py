@@ -8,7 +8,7 @@ aborts the chunk in flight (ONNX Runtime's ``RunOptions.terminate``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,10 +230,14 @@ class Synthesizer:
 
     async def synthesize(
         self, text: str, voice: str, speed: float, british: bool | None = None,
-        max_audio_s: float | None = None,
+        max_audio_s: float | None = None, progress: Callable[[float], None] | None = None,
     ) -> Segment:
-        """The whole text as one segment."""
-        parts = [s async for s in self.segments(text, voice, speed, british=british, max_audio_s=max_audio_s)]
+        """The whole text as one segment; ``progress`` is told each chunk's audio seconds as they come."""
+        parts = []
+        async for seg in self.segments(text, voice, speed, british=british, max_audio_s=max_audio_s):
+            parts.append(seg)
+            if progress is not None:
+                progress(seg.seconds)
         return Segment(
             np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.float32),
             [w for p in parts for w in p.words],

@@ -86,8 +86,20 @@ def container(deployment) -> dict:
 
 
 @pytest.fixture(scope="session")
-def service(rendered) -> dict:
-    return only(rendered, "Service")
+def service(rendered, deployment) -> dict:
+    """The Service clients (and the mesh) use: the one named like the Deployment (the other one, headless,
+    is how the pods find each other)."""
+    name = deployment["metadata"]["name"]
+    matches = [r.doc for r in rendered if r.kind == "Service" and r.doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one Service named like the Deployment, found {len(matches)}"
+    return matches[0]
+
+
+@pytest.fixture(scope="session")
+def peers_service(rendered, service) -> dict:
+    others = [r.doc for r in rendered if r.kind == "Service" and r.doc is not service]
+    assert len(others) == 1, f"expected one more Service than {service['metadata']['name']}: {len(others)}"
+    return others[0]
 
 
 @pytest.fixture(scope="session")

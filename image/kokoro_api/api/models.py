@@ -32,6 +32,7 @@ async def limits(settings: SettingsDep) -> dict:
         "max_unstreamed_chars": settings.max_unstreamed_chars,
         "max_batch_items": settings.max_batch_items,
         "max_batch_chars": settings.max_batch_chars,
+        "max_job_chars": settings.max_job_chars,
         "speed_min": SPEED_MIN,
         "speed_max": SPEED_MAX,
         "default_voice": settings.default_voice,

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -26,7 +26,7 @@ from ..errors import APIError, InputTooLong, InvalidRequest
 from ..requestlog import current
 from ..runtime import Runtime
 from ..storage import AudioStore, new_name, url_for
-from ..synthesis import Segment
+from ..synthesis import Segment, WordTime
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,12 @@ class SynthesisJob:
     def checked(
         cls, rt: Runtime, settings: Settings, *, text: str, voice: str | None, speed: float, fmt: str,
         streamed: bool, british: bool | None = None, field: str = "input", volume: float = 1.0,
+        deferred: bool = False,
     ) -> SynthesisJob:
-        """Validate text length and voice up front, so errors are 400s before any audio is sent."""
+        """Validate text length and voice up front, so errors are 400s before any audio is sent.
+
+        ``deferred``: the job answers at once (202) and runs later, so the non-streamed cap does not apply.
+        """
         text = _LONE_SURROGATES.sub("", text).strip()  # valid JSON ("\\ud800"); spaCy fails on them
         if not text:
             raise InvalidRequest(f"'{field}' is empty: give some text to speak.", {"field": field})
@@ -66,16 +70,19 @@ class SynthesisJob:
                 f"'{field}' has {len(text)} characters; the limit is {settings.max_input_chars}.",
                 {"field": field, "length": len(text), "limit": settings.max_input_chars},
             )
-        if not streamed and len(text) > settings.max_unstreamed_chars:
+        if not (streamed or deferred) and len(text) > settings.max_unstreamed_chars:
+            how = ("send it as a job (header 'Prefer: respond-async')" if field == "text"
+                   else "stream the response (stream_format='audio') or send it as a job (header "
+                   "'Prefer: respond-async' on the timestamps route)")
             raise InputTooLong(
-                f"'{field}' has {len(text)} characters; non-streamed responses are limited to "
-                f"{settings.max_unstreamed_chars}. Stream the response (stream_format='audio') for longer text.",
+                f"'{field}' has {len(text)} characters; responses that are not streamed are limited to "
+                f"{settings.max_unstreamed_chars}. For longer text, {how}.",
                 {"field": field, "length": len(text), "limit": settings.max_unstreamed_chars},
             )
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
-        cap = None if streamed else settings.max_unstreamed_audio_s
+        cap = None if (streamed or deferred) else settings.max_unstreamed_audio_s
         return cls(rt, text, voice, speed, fmt, streamed, british, cap, volume)
 
     def _scaled(self, seg: Segment) -> Segment:
@@ -91,9 +98,10 @@ class SynthesisJob:
             async for seg in inner:
                 yield self._scaled(seg)
 
-    async def whole(self) -> Segment:
+    async def whole(self, progress: Callable[[float], None] | None = None) -> Segment:
         seg = await self.rt.synthesizer.synthesize(
-            self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s
+            self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s,
+            progress=progress,
         )
         return self._scaled(seg)
 
@@ -263,5 +271,12 @@ async def timestamps_response(job: SynthesisJob, admission: Admission) -> JSONRe
         "media_type": MEDIA_TYPES[job.fmt],
         "sample_rate": SAMPLE_RATE,
         "duration": round(seg.seconds, 3),
-        "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in seg.words],
+        "words": word_list(seg.words),
     })
+
+
+def word_list(words: list[WordTime], offset: float = 0.0) -> list[dict[str, object]]:
+    """Word timestamps as JSON: seconds from the start of the audio (``offset`` added)."""
+    return [
+        {"word": w.word, "start": round(w.start + offset, 3), "end": round(w.end + offset, 3)} for w in words
+    ]

@@ -15,6 +15,7 @@ from ..errors import UnsupportedLanguage
 from ..schemas import LANG_CODES, SpeechRequest
 from .deps import AdmissionDep, RuntimeDep, SettingsDep
 from .download import audio_store
+from .jobs import JOB_RESPONSES, PreferHeader, one_text_job, wants_job
 from .respond import AUDIO_RESPONSES, SynthesisJob, audio_response, timestamps_response
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,11 @@ def _british(lang_code: str | None) -> bool | None:
     return LANG_CODES[key]
 
 
-def _job(body: SpeechRequest, rt, settings, *, streamed: bool) -> SynthesisJob:
+def _job(body: SpeechRequest, rt, settings, *, streamed: bool, deferred: bool = False) -> SynthesisJob:
     return SynthesisJob.checked(
         rt, settings, text=body.input, voice=body.voice, speed=body.speed, fmt=body.response_format,
         streamed=streamed, british=_british(body.lang_code), volume=body.volume_multiplier,
+        deferred=deferred,
     )
 
 
@@ -62,9 +64,14 @@ async def create_speech(
 @router.post(
     "/v1/audio/speech/timestamps",
     summary="Text to speech with word timestamps (JSON: base64 audio + words[{word, start, end}])",
+    responses=JOB_RESPONSES,
 )
 async def create_speech_timestamps(
-    body: SpeechRequest, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep
+    body: SpeechRequest, request: Request, rt: RuntimeDep, settings: SettingsDep, admission: AdmissionDep,
+    prefer: PreferHeader = None,
 ) -> Response:
+    if wants_job(prefer):  # long texts: the words come in the job's result, the audio from its download_url
+        job = _job(body, rt, settings, streamed=False, deferred=True)
+        return one_text_job(request, admission, job, "timestamps")
     job = _job(body, rt, settings, streamed=False)
     return _note_ignored(body, await timestamps_response(job, admission))
