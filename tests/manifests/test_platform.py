@@ -195,7 +195,7 @@ def test_smoke_job_goes_through_the_service_with_the_apps_image(with_smoke_test)
     assert smoke["image"] == app["image"], "keep the Job's image line equal to the app's"
     command = smoke["command"]
     url = command[command.index("--url") + 1]
-    service = only(with_smoke_test, "Service")
+    (service,) = [r.doc for r in with_smoke_test if r.kind == "Service" and r.name == deployment["metadata"]["name"]]
     assert (
         url
         == f"http://{service['metadata']['name']}.ai-services.svc.cluster.local:{service['spec']['ports'][0]['port']}"
@@ -231,7 +231,7 @@ def test_httproute_component_replaces_the_virtualservice(tmp_path) -> None:
     resources = render.render_path(APP_PATH, root=root)
     assert not [r for r in resources if r.kind == "VirtualService"], "never a VirtualService and an HTTPRoute"
     route = only(resources, "HTTPRoute")
-    service = only(resources, "Service")
+    (service,) = [r.doc for r in resources if r.kind == "Service" and r.name == "kokoro-api"]
     (parent,) = route["spec"]["parentRefs"]
     assert (parent["group"], parent["kind"], parent["name"]) == ("", "Service", service["metadata"]["name"])
     speech, rest = route["spec"]["rules"]
