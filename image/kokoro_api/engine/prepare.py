@@ -552,10 +552,11 @@ def prepared_path(src: Path, cache_dir: Path, variant: Variant) -> Path:
     """Where :func:`prepare_model` keeps the prepared ``variant`` of ``src`` (it may not exist yet)."""
     digest = source_digest(Path(src), Path(cache_dir))
     tag = variant
-    if variant == "fast":  # 7-bit weights on CPUs without VNNI (engine/static_quant.py)
+    if variant == "fast":  # 7-bit weights without VNNI (engine/static_quant.py); "s": fused Snake op
+        from .snake import library
         from .static_quant import weight_bits
 
-        tag = f"fast{weight_bits()}"
+        tag = f"fast{weight_bits()}{'s' if library() else ''}"
     return Path(cache_dir) / "prepared" / f"kokoro-{digest[:16]}-{tag}-v{PREPARE_VERSION}.onnx"
 
 
@@ -588,6 +589,11 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
         from .static_quant import quantize_generator, weight_bits
 
         model, stats = quantize_generator(model, weight_bits())
+        from .snake import fuse_snake, library
+
+        if library() is not None:
+            stats["snake_fused"] = fuse_snake(model)
+            _prune(model.graph)
     onnx.checker.check_model(model, full_check=False)
     _atomic_write_bytes(dst, model.SerializeToString())
     log.info("prepared %s model %s in %.1f s %s", variant, dst, time.perf_counter() - t0, stats or "")
