@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from helpers import cache_dir
-from test_prepare import CASES, feeds, run, session, source  # noqa: F401 (fixtures)
+from test_prepare import CASES, feeds, run, source  # noqa: F401 (fixtures)
 
 GATE_TEXTS = [  # not the calibration sentences (engine/calibration.json)
     ("af_heart", "The museum opens at nine and closes in the evening."),
@@ -22,6 +22,21 @@ GATE_TEXTS = [  # not the calibration sentences (engine/calibration.json)
     ("bf_emma", "What a wonderful surprise! I never expected to see you here."),
     ("bm_george", "Turn left at the bridge, then follow the river road for two miles."),
 ]
+
+
+def session(path, threads: int = 1):
+    """A session that can run the fused Snake op (engine/snake.py), as the service's pool does."""
+    import onnxruntime as ort
+
+    from kokoro_api.engine import snake
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    snake.register(opts)
+    return ort.InferenceSession(
+        path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +98,9 @@ def test_onnxruntime_fuses_qlinearconv(prepared, tmp_path):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     opts.log_severity_level = 3
+    from kokoro_api.engine import snake
+
+    snake.register(opts)
     ort.InferenceSession(str(prepared["fast"]), opts, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(opts.optimized_model_filepath, load_external_data=False).graph.node]
     assert ops.count("QLinearConv") >= 48
@@ -134,3 +152,62 @@ def test_calibration_data_is_shipped_and_fixed():
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])
     assert all(f["tokens"].shape[1] > 20 and f["style"].shape == (1, 256) for f in one)
+
+
+def test_fused_snake_is_built_and_used(prepared):
+    """The normal install builds the custom op (setup.py); fast then has its 48 Snake chains fused."""
+    import onnx
+
+    from kokoro_api.engine.snake import DOMAIN, library
+
+    assert library() is not None, "the _snake extension was not built (pip install -e . needs a C compiler)"
+    assert prepared["fast"].name.split("-")[2].endswith("s")  # the file name records the fusion
+    nodes = onnx.load(os.fspath(prepared["fast"])).graph.node
+    assert sum(1 for n in nodes if n.domain == DOMAIN and n.op_type == "Snake") == 48
+    assert sum(1 for n in nodes if n.op_type == "Sin") == 3  # harmonic source, its phase, the STFT
+
+
+def test_fused_snake_matches_the_onnx_chain(prepared, feeds):  # noqa: F811
+    """On the real int8 graph (same Snake chains, nothing else changed): fused vs unfused output."""
+    import onnx
+
+    from kokoro_api.engine import snake
+    from kokoro_api.engine.prepare import _prune
+
+    model = onnx.load(os.fspath(prepared["int8"]))
+    assert snake.fuse_snake(model) == 48
+    _prune(model.graph)
+    assert not [n for n in model.graph.node if "generator/resblocks" in n.name and n.op_type == "Sin"]
+    fused = session(model.SerializeToString(), threads=2)
+    plain = session(prepared["int8"])
+    for feed in feeds[:2]:
+        a = run(plain, feed)
+        b = dict(zip([o.name for o in fused.get_outputs()], fused.run(None, feed), strict=True))
+        np.testing.assert_array_equal(a["durations"], b["durations"])
+        # vector sinf (~4 ulp) instead of ORT's: the int8 activations downstream round a few values
+        # differently, so close but not bit-identical
+        assert np.corrcoef(a["audio"].reshape(-1), b["audio"].reshape(-1))[0, 1] > 0.99
+
+
+def test_without_the_library_fast_is_pure_onnx(tmp_path, monkeypatch):
+    """No compiler at install time, or a library that does not load: nothing breaks, nothing is fused."""
+    from kokoro_api.engine import snake
+    from kokoro_api.engine.prepare import prepared_path
+    from kokoro_api.engine.model import resolve_model
+
+    src = resolve_model(None, cache_dir())
+    try:
+        monkeypatch.setattr(snake, "_candidates", lambda: [tmp_path / "_snake.so"])
+        snake.library.cache_clear()
+        assert snake.library() is None
+        assert prepared_path(src, cache_dir(), "fast").name.split("-")[2] in ("fast8", "fast7")
+        (tmp_path / "_snake.so").write_bytes(b"\x7fELF not really a library")
+        snake.library.cache_clear()
+        assert snake.library() is None  # a broken file is refused with a warning, not a crash
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        snake.register(opts)  # no-op
+    finally:
+        monkeypatch.undo()
+        snake.library.cache_clear()

@@ -73,9 +73,12 @@ def session(path: Path | bytes, outputs: list[str] | None = None):
         for name in outputs:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         path = model.SerializeToString()
+    from kokoro_api.engine import snake
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
+    snake.register(opts)  # the fast variant's fused Snake op
     return ort.InferenceSession(
         path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
     )
