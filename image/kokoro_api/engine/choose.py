@@ -10,7 +10,8 @@ int8's (engine/quality.py: same durations, loudness within 1 dB, no clipping, lo
 is only eligible if it passes, so a CPU whose integer kernels misbehave keeps int8. A variant other than
 int8 is kept only if it is at least :data:`MIN_GAIN` faster, because int8 is the shipped arithmetic (and
 its session ~300 MB smaller than float's). The decision is cached per model, CPU, ONNX Runtime version and
-thread count (``<cache>/prepared/choice-*.json``), so it is made once per node and cache.
+thread count and whether the fused Snake op is available (``<cache>/prepared/choice-*.json``), so it is
+made once per node and cache.
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ def cpu_name() -> str:
 def choice_path(src: Path, cache_dir: Path, threads: int) -> Path:
     import onnxruntime as ort
 
-    key = f"{cpu_name()}|{platform.machine()}|{ort.__version__}|{threads}|{CHOICE_VERSION}"
+    from .snake import library
+
+    # the fused Snake op changes what fast is: a node that gains or loses the library measures again
+    snake = "snake" if library() else "onnx"
+    key = f"{cpu_name()}|{platform.machine()}|{ort.__version__}|{threads}|{CHOICE_VERSION}|{snake}"
     digest = source_digest(Path(src), Path(cache_dir))[:16]
     name = f"choice-{digest}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     return Path(cache_dir) / "prepared" / name
