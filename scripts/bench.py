@@ -614,7 +614,8 @@ def markdown(r: dict) -> str:
         "",
         f"{m['when']} · {m['cpus']} CPUs ({m['machine']}) · onnxruntime {m.get('onnxruntime', '?')} · "
         f"workers {m.get('workers', '?')} × intra-op threads {m.get('intra_op_threads', '?')}, variant "
-        f"`{m.get('model_variant', '?')}` (ran `{m.get('prepared_model') or '?'}`) · voice {m['voice']} · repeats {m['repeats']} "
+        f"`{m.get('model_variant', '?')}` (ran `{m.get('prepared_model') or '?'}`) · voice {m['voice']} · "
+        f"repeats {m['repeats']} "
         f"(500 words: {m['long_repeats']}){' · QUICK MODE' if m['quick'] else ''} · load average before "
         f"{m['load_before'][0]:.1f}, after {m['load_after'][0]:.1f}",
         "",

@@ -23,7 +23,8 @@ def prepared() -> dict[str, Path]:
     from kokoro_api.engine.prepare import prepare_in_subprocess
 
     source = resolve_model(None, cache_dir())
-    return {"source": source} | {v: prepare_in_subprocess(source, cache_dir(), v) for v in ("int8", "float", "fast")}
+    variants = ("int8", "float", "fast")
+    return {"source": source} | {v: prepare_in_subprocess(source, cache_dir(), v) for v in variants}
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 import pytest
+from test_prepare import CASES, feeds, run, source  # noqa: F401 (fixtures)
 
 from helpers import cache_dir
-from test_prepare import CASES, feeds, run, source  # noqa: F401 (fixtures)
 
 GATE_TEXTS = [  # not the calibration sentences (engine/calibration.json)
     ("af_heart", "The museum opens at nine and closes in the evening."),
@@ -48,8 +48,8 @@ def prepared(source) -> dict:  # noqa: F811
 
 @pytest.fixture(scope="module")
 def gate_feeds(feeds) -> list[dict[str, np.ndarray]]:  # noqa: F811
-    from kokoro_api.text.g2p import Phonemizer, vocab
     from helpers import voices_path
+    from kokoro_api.text.g2p import Phonemizer, vocab
 
     ph, table, voices = Phonemizer(), vocab(), np.load(voices_path())
     out = list(feeds)
@@ -124,7 +124,7 @@ def test_quality_gate_fast_vs_int8(outputs):
 
 
 def test_quality_gate_catches_broken_audio(outputs):
-    """The gate can fail: noise, a louder copy, clipping, a shifted waveform and other durations are caught."""
+    """The gate can fail: noise, a louder copy, clipping and other durations are caught."""
     from kokoro_api.engine.quality import compare
 
     a = outputs["int8"][0]
@@ -192,8 +192,8 @@ def test_fused_snake_matches_the_onnx_chain(prepared, feeds):  # noqa: F811
 def test_without_the_library_fast_is_pure_onnx(tmp_path, monkeypatch):
     """No compiler at install time, or a library that does not load: nothing breaks, nothing is fused."""
     from kokoro_api.engine import snake
-    from kokoro_api.engine.prepare import prepared_path
     from kokoro_api.engine.model import resolve_model
+    from kokoro_api.engine.prepare import prepared_path
 
     src = resolve_model(None, cache_dir())
     try:

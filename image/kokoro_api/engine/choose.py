@@ -120,12 +120,14 @@ def time_variants(models: dict[str, Path], threads: int, row: np.ndarray, rounds
 
 def pick(medians: dict[str, float], quality: dict[str, dict]) -> Variant:
     """The fastest eligible variant: int8, or another that is MIN_GAIN faster (and, if gated, passed)."""
-    eligible = [
-        v for v in medians
-        if v == "int8" or (medians[v] <= (1 - MIN_GAIN) * medians["int8"]
-                           and (v not in GATED or not quality.get(v, {"problems": ["not compared"]})["problems"]))
-    ]
-    return min(eligible, key=lambda v: medians[v])  # type: ignore[return-value]
+
+    def eligible(v: str) -> bool:
+        if v == "int8":
+            return True
+        passed = v not in GATED or not quality.get(v, {"problems": ["not compared"]})["problems"]
+        return passed and medians[v] <= (1 - MIN_GAIN) * medians["int8"]
+
+    return min((v for v in medians if eligible(v)), key=lambda v: medians[v])  # type: ignore[return-value]
 
 
 def choose_variant(

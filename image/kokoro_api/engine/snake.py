@@ -43,7 +43,8 @@ def library() -> Path | None:
         x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, None])
         a = helper.make_tensor_value_info("alpha", onnx.TensorProto.FLOAT, [1, 3, 1])
         y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, None])
-        graph = helper.make_graph([helper.make_node(OP, ["x", "alpha"], ["y"], domain=DOMAIN)], "t", [x, a], [y])
+        node = helper.make_node(OP, ["x", "alpha"], ["y"], domain=DOMAIN)
+        graph = helper.make_graph([node], "snake-check", [x, a], [y])
         model = helper.make_model(
             graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
         )
@@ -73,7 +74,8 @@ def register(opts) -> None:
 
 def fuse_snake(model: onnx.ModelProto) -> int:
     """Replace ``Add(x, Mul(1/alpha, Pow(Sin(Mul(alpha, x)), 2)))`` chains with one ``Snake`` node (in
-    place; ``1/alpha`` a ``Reciprocal`` node or its folded initializer). Returns how many were fused; the left-over nodes are pruned by the caller."""
+    place; ``1/alpha`` a ``Reciprocal`` node or its folded initializer). Returns how many were fused; the
+    left-over nodes are pruned by the caller."""
     from .prepare import _Graph
 
     graph = model.graph

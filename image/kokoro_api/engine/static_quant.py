@@ -127,7 +127,9 @@ def quantize_generator(model: onnx.ModelProto, bits: int = 8) -> tuple[onnx.Mode
 
     targets = [n.name for n in model.graph.node if is_generator_conv(n)]
     if len(targets) != GENERATOR_CONVS:
-        raise PrepareError(f"expected {GENERATOR_CONVS} generator residual convolutions, found {len(targets)}")
+        raise PrepareError(
+            f"expected {GENERATOR_CONVS} generator residual convolutions, found {len(targets)}"
+        )
     stats = _dequantize(model, only=is_generator_conv)  # no-op for an fp32 export
     convs = [n for n in model.graph.node if n.name in set(targets)]
     if len(convs) != GENERATOR_CONVS or any(n.op_type != "Conv" for n in convs):
@@ -136,7 +138,9 @@ def quantize_generator(model: onnx.ModelProto, bits: int = 8) -> tuple[onnx.Mode
     ranges = calibrate(model, tensors)
     with tempfile.TemporaryDirectory(prefix="kokoro-fast-") as tmp:
         cache, out = Path(tmp) / "ranges.json", Path(tmp) / "fast.onnx"
-        data = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
+        data = {
+            k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()
+        }
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
         quantize_static(
             model, out, None,
