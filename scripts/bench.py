@@ -475,6 +475,9 @@ def run(args: argparse.Namespace) -> dict:
         "engine": Engine(args.voices, args.cache_dir),
         "http": Http(args.voices, args.cache_dir, log),
     }
+    # which prepared file `auto` chose (kokoro-<sha>-<variant>-v<n>.onnx: int8, float, fast8[s]/fast7[s])
+    prepared = contenders["engine"].runtime.model_path
+    result["meta"]["prepared_model"] = prepared.name if prepared else None
     try:
         load = {"ref": [contenders["ref"].load_s], "engine": [contenders["engine"].load_s]}
         # Warm-up: one short synthesis each (first-call costs are start-up, not steady state).
@@ -611,7 +614,8 @@ def markdown(r: dict) -> str:
         "",
         f"{m['when']} · {m['cpus']} CPUs ({m['machine']}) · onnxruntime {m.get('onnxruntime', '?')} · "
         f"workers {m.get('workers', '?')} × intra-op threads {m.get('intra_op_threads', '?')}, variant "
-        f"`{m.get('model_variant', '?')}` · voice {m['voice']} · repeats {m['repeats']} "
+        f"`{m.get('model_variant', '?')}` (ran `{m.get('prepared_model') or '?'}`) · voice {m['voice']} · "
+        f"repeats {m['repeats']} "
         f"(500 words: {m['long_repeats']}){' · QUICK MODE' if m['quick'] else ''} · load average before "
         f"{m['load_before'][0]:.1f}, after {m['load_after'][0]:.1f}",
         "",

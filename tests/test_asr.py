@@ -72,9 +72,14 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
-def test_word_error_rate(client):
+@pytest.fixture(scope="module")
+def whisper():
     faster_whisper = pytest.importorskip("faster_whisper", reason="install the asr extra")
-    model = faster_whisper.WhisperModel(str(whisper_dir()), device="cpu", compute_type="int8", cpu_threads=2)
+    return faster_whisper.WhisperModel(str(whisper_dir()), device="cpu", compute_type="int8", cpu_threads=2)
+
+
+def test_word_error_rate(client, whisper):
+    model = whisper
     errors = total = 0
     report = []
     for i, sentence in enumerate(SENTENCES):
@@ -90,3 +95,41 @@ def test_word_error_rate(client):
     wer = errors / total
     print(f"WER {wer:.3f}\n" + "\n".join(report))
     assert wer <= 0.10, "\n".join(report)
+
+
+def test_fast_variant_is_as_intelligible_as_int8(whisper):
+    """The quality gate's intelligibility part: the same 20 sentences through the int8 and the fast
+    (static QDQ generator) models directly, both transcribed: fast's WER <= int8's + 0.01."""
+    import numpy as np
+    import soundfile as sf
+
+    from helpers import voices_path
+    from kokoro_api.engine.model import resolve_model
+    from kokoro_api.engine.pool import EnginePool
+    from kokoro_api.engine.prepare import prepare_in_subprocess
+    from kokoro_api.text.g2p import Phonemizer, vocab
+
+    source = resolve_model(None, cache_dir())
+    ph, table, voices = Phonemizer(), vocab(), np.load(voices_path())
+    wer, report = {}, []
+    for variant in ("int8", "fast"):
+        pool = EnginePool(prepare_in_subprocess(source, cache_dir(), variant), 1, 2)
+        errors = total = 0
+        for i, sentence in enumerate(SENTENCES):
+            voice = ["af_heart", "am_michael", "bf_emma", "bm_george"][i % 4]
+            ids = [table[c] for c in ph.phonemes(sentence, british=voice.startswith("b")) if c in table]
+            audio = pool.run(ids, voices[voice][len(ids) - 1], 1.0).audio
+            wav = io.BytesIO()
+            sf.write(wav, audio, 24_000, format="WAV")
+            wav.seek(0)
+            segments, _ = whisper.transcribe(wav, language="en", beam_size=1)
+            heard = " ".join(s.text for s in segments)
+            e = edit_distance(words(sentence), words(heard))
+            errors += e
+            total += len(words(sentence))
+            report.append(f"{variant} {e} {voice}: {heard.strip()}")
+        pool.close()
+        wer[variant] = errors / total
+    print(wer, "\n".join(report))
+    assert wer["fast"] <= wer["int8"] + 0.01, (wer, report)
+    assert wer["fast"] <= 0.10, (wer, report)

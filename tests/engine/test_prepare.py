@@ -73,9 +73,12 @@ def session(path: Path | bytes, outputs: list[str] | None = None):
         for name in outputs:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         path = model.SerializeToString()
+    from kokoro_api.engine import snake
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
+    snake.register(opts)  # the fast variant's fused Snake op
     return ort.InferenceSession(
         path if isinstance(path, bytes) else str(path), opts, providers=["CPUExecutionProvider"]
     )
@@ -265,12 +268,13 @@ def test_preparation_runs_in_a_child_process(source, tmp_path):
 
 
 def test_an_fp32_export_runs_with_every_variant(source, feeds, tmp_path):
-    """KOKORO_MODEL_PATH may be any Kokoro v1.0 export, fp32 too: `int8`, `float` and `auto` all prepare
-    it (there is nothing to de-quantize; the float variant only gains its 2-D convolutions) and it speaks."""
+    """KOKORO_MODEL_PATH may be any Kokoro v1.0 export, fp32 too: every variant and `auto` prepare it
+    (there is nothing to de-quantize; the float variant only gains its 2-D convolutions, fast quantizes
+    the float generator convolutions directly) and it speaks."""
     import onnx
 
     from kokoro_api.engine.choose import choose_variant
-    from kokoro_api.engine.prepare import _dequantize, prepare_in_subprocess
+    from kokoro_api.engine.prepare import VARIANTS, _dequantize, prepare_in_subprocess
 
     model = onnx.load(os.fspath(source))
     assert _dequantize(model, keep_predictor_int8=False)["ConvInteger"] > 0
@@ -281,13 +285,13 @@ def test_an_fp32_export_runs_with_every_variant(source, feeds, tmp_path):
         n.op_type for n in onnx.load(os.fspath(fp32), load_external_data=False).graph.node
     }
     cache = tmp_path / "cache"
-    for variant in ("int8", "float"):
+    for variant in VARIANTS:
         out = run(session(prepare_in_subprocess(fp32, cache, variant)), feeds[0])
         assert out["durations"].sum() * SAMPLES_PER_FRAME == out["audio"].size
         assert np.sqrt(np.mean(out["audio"] ** 2)) > 0.01  # speech, not silence
     voices = np.load(voices_path())
     variant, path = choose_variant(fp32, cache, 2, voices["af_heart"])
-    assert variant in ("int8", "float") and path.is_file()
+    assert variant in VARIANTS and path.is_file()
 
 
 def test_truncated_or_corrupt_prepared_model_is_rebuilt(source, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StartupError
+from . import snake
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 24_000
@@ -75,6 +76,7 @@ class EnginePool:
             opts.enable_cpu_mem_arena = USE_CPU_ARENA
             if intra_op_threads > 1:  # busy-waiting threads steal the core from the other workers
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            snake.register(opts)  # the fused Snake op the fast variant may use (engine/snake.py)
             try:
                 sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
             except Exception as exc:  # ORT raises Fail/InvalidProtobuf/... for a broken file

@@ -42,8 +42,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 log = logging.getLogger(__name__)
 
-Variant = Literal["int8", "float"]
-VARIANTS: tuple[str, ...] = ("int8", "float")
+Variant = Literal["int8", "float", "fast"]
+VARIANTS: tuple[str, ...] = ("int8", "float", "fast")
 
 #: Name of the added output: predicted frames per token (pads included), int64 ``[1, n_tokens + 2]``.
 DURATIONS_OUTPUT = "durations"
@@ -300,8 +300,12 @@ def find_prosody_tensors(graph: onnx.GraphProto) -> list[str]:
     return found
 
 
-def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dict[str, int]:
-    """Rewrite in place; see :func:`dequantize`.
+def _dequantize(
+    model: onnx.ModelProto,
+    keep_predictor_int8: bool = True,
+    only: Callable[[onnx.NodeProto], bool] | None = None,
+) -> dict[str, int]:
+    """Rewrite in place; see :func:`dequantize`. ``only``: de-quantize just the nodes it accepts.
 
     With ``keep_predictor_int8`` (the default) everything the durations and the F0/energy curves depend on
     (ALBERT, the prosody predictor) keeps its int8 kernels, so durations and pitch are bit-identical to the
@@ -337,7 +341,7 @@ def _dequantize(model: onnx.ModelProto, keep_predictor_int8: bool = True) -> dic
 
     for node in graph.node:
         op = node.op_type
-        if id(node) in keep:
+        if id(node) in keep or (only is not None and op in stats and not only(node)):
             if op in stats:
                 stats["kept_int8"] = stats.get("kept_int8", 0) + 1
             continue
@@ -547,7 +551,13 @@ def _atomic_write_bytes(dst: Path, data: bytes) -> None:
 def prepared_path(src: Path, cache_dir: Path, variant: Variant) -> Path:
     """Where :func:`prepare_model` keeps the prepared ``variant`` of ``src`` (it may not exist yet)."""
     digest = source_digest(Path(src), Path(cache_dir))
-    return Path(cache_dir) / "prepared" / f"kokoro-{digest[:16]}-{variant}-v{PREPARE_VERSION}.onnx"
+    tag = variant
+    if variant == "fast":  # 7-bit weights without VNNI (engine/static_quant.py); "s": fused Snake op
+        from .snake import library
+        from .static_quant import weight_bits
+
+        tag = f"fast{weight_bits()}{'s' if library() else ''}"
+    return Path(cache_dir) / "prepared" / f"kokoro-{digest[:16]}-{tag}-v{PREPARE_VERSION}.onnx"
 
 
 def _size_record(dst: Path) -> Path:
@@ -607,6 +617,15 @@ def prepare_model(src: Path, cache_dir: Path, variant: Variant = "int8") -> Path
     if variant == "float":
         stats = _dequantize(model)
         stats["conv_2d"] = _convs_as_2d(model)
+    elif variant == "fast":
+        from .static_quant import quantize_generator, weight_bits
+
+        model, stats = quantize_generator(model, weight_bits())
+        from .snake import fuse_snake, library
+
+        if library() is not None:
+            stats["snake_fused"] = fuse_snake(model)
+            _prune(model.graph)
     onnx.checker.check_model(model, full_check=False)
     data = model.SerializeToString()
     _atomic_write_bytes(dst, data)
