@@ -1,4 +1,5 @@
-"""Text -> audio segments: chunk the text, pick the style row, run the engine, join with pauses.
+"""Text -> audio segments: normalize and chunk the text, pick the style row, run the engine, join the
+chunks (``audio.join``: trimmed edges, the punctuation's pause scaled by speed, cross-fades).
 
 Plain data in, plain data out; no HTTP here. Each chunk (phonemization included) runs on an engine
 worker thread, so the event loop never blocks. Cancelling the consumer stops the remaining chunks and
@@ -13,19 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audio.join import Joiner, edges, fade, pause_samples
 from .engine.pool import SAMPLE_RATE, EnginePool
 from .errors import InvalidRequest
 from .text.chunker import FIRST_CHUNK_TOKENS, Chunk, chunk_text
 from .text.g2p import Phonemizer, vocab
+from .text.normalize import normalize as normalize_text
 from .voices import VoiceStore
 
-FADE_SAMPLES = 120  # 5 ms fade at every chunk edge: no clicks at joins
-# The model pads every chunk with ~0.35 s of silence before and ~0.45 s after the speech; left as is, each
-# chunk join is a ~0.8 s gap (and a streamed text, cut into more chunks, runs longer than the whole one).
-# Trim the edges down to these margins; the chunker's pauses then set the gap between chunks.
-EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
-KEEP_LEAD = int(0.05 * SAMPLE_RATE)
-KEEP_TRAIL = int(0.20 * SAMPLE_RATE)
 SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
 
 
@@ -49,30 +45,19 @@ class Segment:
         return len(self.audio) / SAMPLE_RATE
 
 
+@dataclass
+class _Piece:
+    """One chunk's trimmed speech, its words' times (relative to the speech), and the pause due after it."""
+
+    speech: np.ndarray
+    words: list[WordTime]
+    tokens: int
+    pause: int
+
+
 def _consume(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-def _fade(audio: np.ndarray) -> np.ndarray:
-    n = min(FADE_SAMPLES, len(audio) // 2)
-    if n:
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        audio[:n] *= ramp
-        audio[-n:] *= ramp[::-1]
-    return audio
-
-
-def _edges(audio: np.ndarray, durations: np.ndarray | None) -> tuple[int, int]:
-    """Samples of edge silence to cut: never into speech, never past the predicted leading pad."""
-    loud = np.flatnonzero(np.abs(audio) > EDGE_THRESHOLD)
-    if not len(loud):
-        return 0, 0
-    lead = max(0, int(loud[0]) - KEEP_LEAD)
-    if durations is not None and len(durations) > 2 and durations.sum() > 0:
-        lead = min(lead, int(durations[0] * len(audio) / durations.sum()))
-    trail = max(0, len(audio) - 1 - int(loud[-1]) - KEEP_TRAIL)
-    return lead, trail
 
 
 def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> list[WordTime]:
@@ -115,60 +100,69 @@ class Synthesizer:
         self.voices = voices
         self._vocab = vocab()
 
-    def _chunks(self, text: str, british: bool, short_first: bool) -> Iterator[Chunk]:
+    def _chunks(self, text: str, british: bool, short_first: bool, normalize: bool) -> Iterator[Chunk]:
+        """Lazy: normalization and G2P run on the first ``next`` (on a worker thread), not here."""
+        if normalize:
+            text = normalize_text(text, british=british)
         words = lambda s: self.phonemizer.words(s, british)  # noqa: E731
-        return chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
+        yield from chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
 
-    def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options) -> Segment | None:
-        """Next chunk -> audio (runs on a worker thread). None when the text is exhausted."""
+    def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options) -> _Piece | None:
+        """Next chunk -> trimmed, faded speech (runs on a worker thread). None when the text is exhausted."""
         chunk = next(chunks, None)
         if chunk is None:
             return None
         ids = [self._vocab[c] for c in chunk.phonemes]
-        pause = np.zeros(int(chunk.pause_after * SAMPLE_RATE), dtype=np.float32)
+        pause = pause_samples(chunk.pause_after, speed)
         if not ids:
-            return Segment(pause, word_times(chunk, None, 0), 0)
+            return _Piece(np.zeros(0, np.float32), word_times(chunk, None, 0), 0, pause)
         result = self.pool.run(ids, style[len(ids) - 1], speed, run_options)
-        lead, trail = _edges(result.audio, result.durations)
+        lead, trail = edges(result.audio, result.durations)
         words = word_times(chunk, result.durations, len(result.audio))
-        audio = _fade(result.audio[lead : len(result.audio) - trail].copy())
+        audio = fade(result.audio[lead : len(result.audio) - trail].copy())
         if lead or trail:
             cut, end = lead / SAMPLE_RATE, len(audio) / SAMPLE_RATE
             words = [WordTime(w.word, min(max(w.start - cut, 0.0), end), min(max(w.end - cut, 0.0), end))
                      for w in words]
-        return Segment(np.concatenate([audio, pause]), words, len(ids))
+        return _Piece(audio, words, len(ids), pause)
 
     async def segments(
-        self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None
+        self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None,
+        normalize: bool = True,
     ) -> AsyncIterator[Segment]:
         """Yield audio segment by segment. Word times are absolute (seconds from the start)."""
         style = self.voices.style(voice)
         if british is None:
             british = self.voices.language_of(voice) == "en-gb"
-        chunks = self._chunks(text, british, short_first)
+        chunks = self._chunks(text, british, short_first, normalize)
         loop = asyncio.get_running_loop()
-        offset, spoken = 0.0, 0
+        joiner = Joiner()
+        spoken = 0
         while True:
             run_options = self.pool.run_options()
             fut = loop.run_in_executor(self.pool.executor, self._step, chunks, style, speed, run_options)
             try:
-                seg = await asyncio.shield(fut)
+                piece = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 run_options.terminate = True  # abort the chunk in flight, free the worker
                 fut.add_done_callback(_consume)  # its "terminated" error is expected: don't log it
                 raise
-            if seg is None:
+            if piece is None:
                 break
-            spoken += seg.tokens
-            seg.words = [WordTime(w.word, w.start + offset, w.end + offset) for w in seg.words]
-            offset += seg.seconds
-            yield seg
+            spoken += piece.tokens
+            audio, start = joiner.push(piece.speech, piece.pause)
+            offset = start / SAMPLE_RATE
+            words = [WordTime(w.word, w.start + offset, w.end + offset) for w in piece.words]
+            yield Segment(audio, words, piece.tokens)
         if spoken == 0:
             raise InvalidRequest("The input has nothing that can be spoken.", {"field": "input"})
+        yield Segment(joiner.flush())
 
-    async def synthesize(self, text: str, voice: str, speed: float, british: bool | None = None) -> Segment:
+    async def synthesize(
+        self, text: str, voice: str, speed: float, british: bool | None = None, normalize: bool = True
+    ) -> Segment:
         """The whole text as one segment."""
-        parts = [s async for s in self.segments(text, voice, speed, british=british)]
+        parts = [s async for s in self.segments(text, voice, speed, british=british, normalize=normalize)]
         return Segment(
             np.concatenate([p.audio for p in parts]) if parts else np.zeros(0, np.float32),
             [w for p in parts for w in p.words],

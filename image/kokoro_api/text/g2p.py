@@ -28,6 +28,7 @@ class Word:
 
     text: str
     phonemes: str
+    tag: str = ""  # spaCy's part-of-speech tag of the word's first token (the chunker cuts by it)
 
 
 class Phonemizer:
@@ -75,21 +76,22 @@ class Phonemizer:
         with self._lock:  # spaCy + the espeak backend are not safe to share across threads
             _, tokens = g2p(text)
         words: list[Word] = []
-        text_buf, ps_buf = "", ""
+        text_buf, ps_buf, tag = "", "", ""
         for tk in tokens:
+            tag = tag or (tk.tag if tk.text.strip() else "")
             text_buf += tk.text
             ps_buf += "".join(c for c in (tk.phonemes or "") if c in self._vocab)
             if tk.whitespace:
-                self._flush(words, text_buf, ps_buf)
-                text_buf, ps_buf = "", ""
-        self._flush(words, text_buf, ps_buf)
+                self._flush(words, text_buf, ps_buf, tag)
+                text_buf, ps_buf, tag = "", "", ""
+        self._flush(words, text_buf, ps_buf, tag)
         return words
 
     @staticmethod
-    def _flush(words: list[Word], text: str, phonemes: str) -> None:
+    def _flush(words: list[Word], text: str, phonemes: str, tag: str) -> None:
         text = text.strip()  # spaCy turns runs of spaces into whitespace tokens
         if text or phonemes:
-            words.append(Word(text, phonemes))
+            words.append(Word(text, phonemes, tag))
 
     def phonemes(self, text: str, british: bool = False) -> str:
         """The phoneme string Kokoro is fed for ``text`` (words joined by spaces)."""
