@@ -45,6 +45,12 @@ class SpeechRequest(BaseModel):
         description="Also keep the audio for a while and return its path in the X-Download-Path header "
         "(GET it from /v1/download/{name}).",
     )
+    normalize: bool = Field(
+        True,
+        description="Read what people type as a reader would (URLs, e-mail addresses, times, dates, units, "
+        "abbreviations, phone numbers...; docs/text.md). false: the text goes to G2P as is (digit runs over "
+        "15 digits are still read in groups).",
+    )
 
     @property
     def streamed(self) -> bool:
@@ -80,6 +86,12 @@ class SynthesizeRequest(BaseModel):
     output_format: NativeFormat = Field("mp3", description="mp3, wav, or ogg (Opus in Ogg).")
     return_download_link: bool = Field(
         False, description="Also keep the audio for download: X-Download-Path header / download_url field."
+    )
+    normalize: bool = Field(
+        True,
+        description="Read what people type as a reader would (URLs, e-mail addresses, times, dates, units, "
+        "abbreviations, phone numbers...; docs/text.md). false: the text goes to G2P as is (digit runs over "
+        "15 digits are still read in groups).",
     )
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio.join import Joiner, edges, fade, pause_samples
+from .audio.join import END_PAUSE_S, Joiner, edges, fade, pause_samples
 from .engine.pool import SAMPLE_RATE, EnginePool
 from .errors import InvalidRequest
 from .text.chunker import FIRST_CHUNK_TOKENS, Chunk, chunk_text
 from .text.g2p import Phonemizer, vocab
-from .text.normalize import normalize as normalize_text
+from .text.normalize import SAFETY_RULES, Normalized, normalize_aligned
 from .voices import VoiceStore
 
 SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
@@ -86,6 +86,52 @@ def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> li
     return out
 
 
+class Relabel:
+    """Word times of the spoken (normalized) words -> word times of the words as written: "3:30pm!" gets
+    one entry spanning "three thirty P M!". Several written words said together ("Henry VIII" -> "Henry
+    the Eighth") share their spoken words in proportion to their lengths. Without normalization, a no-op."""
+
+    def __init__(self) -> None:
+        self._groups: tuple[tuple[tuple[str, ...], int], ...] | None = None
+        self._i = 0
+        self._buf: list[WordTime] = []
+        self._end = 0.0
+
+    def start(self, normalized: Normalized) -> None:
+        self._groups = normalized.groups
+
+    def __call__(self, times: list[WordTime]) -> list[WordTime]:
+        if self._groups is None:
+            return times
+        self._buf += times
+        out: list[WordTime] = []
+        while self._i < len(self._groups) and len(self._buf) >= self._groups[self._i][1]:
+            written, n = self._groups[self._i]
+            part, self._buf = self._buf[:n], self._buf[n:]
+            out += self._spread(written, part)
+            self._i += 1
+        return out
+
+    def _spread(self, written: tuple[str, ...], spoken: list[WordTime]) -> list[WordTime]:
+        out = []
+        n, total = len(spoken), sum(len(w) for w in written)
+        cum = k = 0
+        for i, w in enumerate(written):
+            cum += len(w)
+            later = len(written) - i - 1
+            upto = n if not later else max(k, min(max(round(n * cum / total), k + 1), n - later))
+            part, k = spoken[k:upto], upto
+            start, end = (part[0].start, part[-1].end) if part else (self._end, self._end)
+            out.append(WordTime(w, start, end))
+            self._end = end
+        return out
+
+    def rest(self) -> list[WordTime]:
+        """Whatever did not line up (never expected): the spoken words as they are."""
+        out, self._buf = self._buf, []
+        return out
+
+
 class Synthesizer:
     def __init__(
         self,
@@ -100,10 +146,14 @@ class Synthesizer:
         self.voices = voices
         self._vocab = vocab()
 
-    def _chunks(self, text: str, british: bool, short_first: bool, normalize: bool) -> Iterator[Chunk]:
+    def _chunks(
+        self, text: str, british: bool, short_first: bool, normalize: bool = True, relabel: Relabel | None = None
+    ) -> Iterator[Chunk]:
         """Lazy: normalization and G2P run on the first ``next`` (on a worker thread), not here."""
-        if normalize:
-            text = normalize_text(text, british=british)
+        normalized = normalize_aligned(text, british=british, rules=None if normalize else SAFETY_RULES)
+        text = normalized.text
+        if relabel is not None:
+            relabel.start(normalized)
         words = lambda s: self.phonemizer.words(s, british)  # noqa: E731
         yield from chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
 
@@ -134,9 +184,10 @@ class Synthesizer:
         style = self.voices.style(voice)
         if british is None:
             british = self.voices.language_of(voice) == "en-gb"
-        chunks = self._chunks(text, british, short_first, normalize)
+        relabel = Relabel()
+        chunks = self._chunks(text, british, short_first, normalize, relabel)
         loop = asyncio.get_running_loop()
-        joiner = Joiner()
+        joiner = Joiner(end_pause=pause_samples(END_PAUSE_S, speed))
         spoken = 0
         while True:
             run_options = self.pool.run_options()
@@ -152,11 +203,11 @@ class Synthesizer:
             spoken += piece.tokens
             audio, start = joiner.push(piece.speech, piece.pause)
             offset = start / SAMPLE_RATE
-            words = [WordTime(w.word, w.start + offset, w.end + offset) for w in piece.words]
+            words = relabel([WordTime(w.word, w.start + offset, w.end + offset) for w in piece.words])
             yield Segment(audio, words, piece.tokens)
         if spoken == 0:
             raise InvalidRequest("The input has nothing that can be spoken.", {"field": "input"})
-        yield Segment(joiner.flush())
+        yield Segment(joiner.flush(), relabel.rest())
 
     async def synthesize(
         self, text: str, voice: str, speed: float, british: bool | None = None, normalize: bool = True

@@ -49,7 +49,7 @@ def native_job(rt: Runtime, settings: Settings, req: SynthesizeRequest) -> Synth
     lang = _language(req.language)
     job = SynthesisJob.checked(
         rt, settings, text=req.text, voice=req.voice_id, speed=req.speaking_rate, fmt=req.output_format,
-        streamed=False, british=LANGUAGES[lang], field="text",
+        streamed=False, british=LANGUAGES[lang], field="text", normalize=req.normalize,
     )
     if lang != "en":
         accent = rt.voices.language_of(job.voice)

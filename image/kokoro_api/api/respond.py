@@ -47,11 +47,12 @@ class SynthesisJob:
     fmt: str
     streamed: bool
     british: bool | None = None
+    normalize: bool = True
 
     @classmethod
     def checked(
         cls, rt: Runtime, settings: Settings, *, text: str, voice: str | None, speed: float, fmt: str,
-        streamed: bool, british: bool | None = None, field: str = "input",
+        streamed: bool, british: bool | None = None, field: str = "input", normalize: bool = True,
     ) -> SynthesisJob:
         """Validate text length and voice up front, so errors are 400s before any audio is sent."""
         text = _LONE_SURROGATES.sub("", text).strip()  # valid JSON ("\\ud800"); spaCy fails on them
@@ -71,15 +72,18 @@ class SynthesisJob:
         voice = voice or settings.default_voice
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
-        return cls(rt, text, voice, speed, fmt, streamed, british)
+        return cls(rt, text, voice, speed, fmt, streamed, british, normalize)
 
     def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
         return self.rt.synthesizer.segments(
-            self.text, self.voice, self.speed, short_first=short_first, british=self.british
+            self.text, self.voice, self.speed, short_first=short_first, british=self.british,
+            normalize=self.normalize,
         )
 
     async def whole(self) -> Segment:
-        return await self.rt.synthesizer.synthesize(self.text, self.voice, self.speed, british=self.british)
+        return await self.rt.synthesizer.synthesize(
+            self.text, self.voice, self.speed, british=self.british, normalize=self.normalize
+        )
 
     @property
     def filename(self) -> str:

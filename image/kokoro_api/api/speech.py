@@ -16,7 +16,7 @@ def _job(body: SpeechRequest, rt, settings, *, streamed: bool) -> SynthesisJob:
     british = None if body.lang_code is None else body.lang_code == "b"
     return SynthesisJob.checked(
         rt, settings, text=body.input, voice=body.voice, speed=body.speed, fmt=body.response_format,
-        streamed=streamed, british=british,
+        streamed=streamed, british=british, normalize=body.normalize,
     )
 
 

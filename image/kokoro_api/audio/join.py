@@ -7,8 +7,8 @@ punctuation at the cut calls for, divided by the speed (none inside a phrase). W
 chunks their edges overlap in a short cross-fade instead of butting together.
 
 Streaming-friendly: ``Joiner.push`` returns what can be sent now and holds back only the last few
-milliseconds of speech (for the cross-fade) and the pending pause (the final one is shortened to
-``END_PAUSE``, so a text ends the same way however it was cut).
+milliseconds of speech (for the cross-fade) and the pending pause (the final one becomes ``end_pause``,
+so a text ends the same way however it was cut).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
 KEEP_LEAD = int(0.015 * SAMPLE_RATE)  # onset below the threshold kept before the first loud sample
 KEEP_TRAIL = int(0.030 * SAMPLE_RATE)  # decay kept after the last loud sample
 CROSSFADE = int(0.008 * SAMPLE_RATE)  # fade at every chunk edge; the overlap where no pause separates two
-END_PAUSE = int(0.20 * SAMPLE_RATE)  # silence after the last word of the whole text
+END_PAUSE_S = 0.25  # silence after the last word of the whole text (s at speed 1)
 
 
 def edges(audio: np.ndarray, durations: np.ndarray | None) -> tuple[int, int]:
@@ -57,7 +57,7 @@ def pause_samples(seconds: float, speed: float) -> int:
 class Joiner:
     """Concatenates trimmed, faded chunk audio with pauses between them (stateful, one per text)."""
 
-    def __init__(self, overlap: int = CROSSFADE, end_pause: int = END_PAUSE) -> None:
+    def __init__(self, overlap: int = CROSSFADE, end_pause: int = 0) -> None:
         self.overlap = overlap
         self.end_pause = end_pause
         self.emitted = 0  # samples returned so far

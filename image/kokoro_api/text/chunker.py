@@ -94,9 +94,16 @@ def _tokens(words: list[Word] | tuple[Word, ...]) -> int:
 
 
 def _split_long_word(word: Word, limit: int) -> list[Word]:
-    """A single 'word' longer than a whole chunk (a run of digits, say): cut its phonemes, keep all."""
-    parts = [word.phonemes[i : i + limit] for i in range(0, len(word.phonemes), limit)]
-    return [Word(word.text if i == 0 else "", p) for i, p in enumerate(parts)]
+    """A single 'word' longer than a whole chunk (a long run of digits read digit by digit, say): cut its
+    phonemes at the last comma or space that fits (else anywhere), keep all."""
+    parts, ps = [], word.phonemes
+    while len(ps) > limit:
+        comma, space = ps.rfind(", ", 0, limit - 1), ps.rfind(" ", 0, limit)
+        cut = comma + 2 if comma > 0 else space + 1 if space > 0 else limit
+        parts.append(ps[:cut].rstrip())
+        ps = ps[cut:].lstrip()
+    parts.append(ps)
+    return [Word(word.text if i == 0 else "", p, word.tag) for i, p in enumerate(parts) if p or i == 0]
 
 
 def _clauses(words: list[Word]) -> list[list[Word]]:

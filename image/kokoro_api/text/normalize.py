@@ -261,7 +261,8 @@ def _long_number(m: re.Match[str], british: bool) -> str:
     spoken = digits(whole, 3) if len(whole) >= LONG_DIGITS else whole
     if frac is not None:
         spoken += " point " + digits(frac, 3)
-    return spoken
+    before, after = m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1]
+    return (" " if before.isalnum() else "") + spoken + (" " if after.isalnum() else "")
 
 
 def _range(m: re.Match[str], british: bool) -> str:
@@ -385,12 +386,14 @@ RULES: list[Rule] = [
           ("Meet at 9:15 a.m. Then we go.", "Meet at nine fifteen A M. Then we go."))),
     Rule("hour", re.compile(rf"\b(\d{{1,2}})\s?{_MERIDIEM}"), _hour,
          (("Doors open at 7pm.", "Doors open at seven P M."), ("At 10 a.m. sharp.", "At ten A M sharp."))),
-    Rule("long_number", re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w,]|\.\d)"),
+    Rule("long_number", re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\d,]|\.\d)"),
          _long_number,
          (("Code 12345678901234567890.", "Code one two three, four five six, seven eight nine, zero one two, "
            "three four five, six seven eight, nine zero."),
           ("Pi is 3.14159265358979323846.", "Pi is 3 point one four one, five nine two, six five three, "
-           "five eight nine, seven nine three, two three eight, four six."))),
+           "five eight nine, seven nine three, two three eight, four six."),
+          ("Key x12345678901234567.", "Key x one two three, four five six, seven eight nine, zero one two, "
+           "three four five, six seven."), ("Only 123456789012345.", "Only 123456789012345."))),
     Rule("range", re.compile(r"(?<![\w.,/:-])(\d+(?:\.\d+)?)\s?[-–]\s?(\d+(?:\.\d+)?)(?![\w/:-]|\.\d)"), _range,
          (("They won 3-2 last night.", "They won 3 to 2 last night."),
           ("Read pages 10–20.", "Read pages 10 to 20."), ("It runs 5-10 km.", "It runs 5 to 10 kilometers."))),
@@ -414,8 +417,74 @@ RULES: list[Rule] = [
 ]
 
 
+# Applied even with ``normalize: false``: misaki cannot read these (its number reading overflows).
+SAFETY_RULES = [r for r in RULES if r.name == "long_number"]
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """The spoken text, and how its words line up with the words as written: ``groups`` lists, in order,
+    (words as written, how many spoken words say them), e.g. (("3:30pm!",), 4) for "three thirty P M!"."""
+
+    text: str
+    groups: tuple[tuple[tuple[str, ...], int], ...]
+
+
+def normalize_aligned(text: str, british: bool = False, rules: list[Rule] | None = None) -> Normalized:
+    """Apply ``rules`` (default: RULES) in order, tracking for every output character the span of input it
+    came from."""
+    lo, hi = list(range(len(text))), list(range(1, len(text) + 1))  # input span of each output character
+    cur = text
+    for rule in RULES if rules is None else rules:
+        pieces: list[str] = []
+        nlo: list[int] = []
+        nhi: list[int] = []
+        last = 0
+        for m in rule.pattern.finditer(cur):
+            spoken = rule.speak(m, british)
+            s, e = m.span()
+            if spoken == m.group(0) or e == s:
+                continue
+            pieces.append(cur[last:s])
+            nlo += lo[last:s]
+            nhi += hi[last:s]
+            pieces.append(spoken)
+            nlo += [lo[s]] * len(spoken)
+            nhi += [hi[e - 1]] * len(spoken)
+            last = e
+        if pieces:
+            pieces.append(cur[last:])
+            lo, hi = nlo + lo[last:], nhi + hi[last:]
+            cur = "".join(pieces)
+    return Normalized(cur, _align(text, cur, lo, hi))
+
+
+def _align(text: str, spoken: str, lo: list[int], hi: list[int]) -> tuple[tuple[tuple[str, ...], int], ...]:
+    written = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+    groups: list[tuple[tuple[str, ...], int]] = []
+    first = last = -1  # the written words of the group being built
+    count = 0
+    i = 0
+    for m in re.finditer(r"\S+", spoken):
+        a, b = lo[m.start()], hi[m.end() - 1]
+        while i < len(written) - 1 and written[i][1] <= a:
+            i += 1
+        j = i
+        while j < len(written) - 1 and written[j + 1][0] < b:
+            j += 1
+        if count and i <= last:
+            last, count = max(last, j), count + 1
+            continue
+        if count:
+            groups.append((tuple(w[2] for w in written[first : last + 1]), count))
+        groups.extend(((w[2],), 0) for w in written[last + 1 : i])  # written words nothing says
+        first, last, count = max(i, last + 1), max(j, last + 1), 1
+    if count:
+        groups.append((tuple(w[2] for w in written[first : last + 1]), count))
+    groups.extend(((w[2],), 0) for w in written[last + 1 :])
+    return tuple(groups)
+
+
 def normalize(text: str, british: bool = False) -> str:
     """What people type -> words a reader would say (see RULES)."""
-    for rule in RULES:
-        text = rule.pattern.sub(lambda m, r=rule: r.speak(m, british), text)
-    return text
+    return normalize_aligned(text, british).text
