@@ -28,7 +28,7 @@ def test_every_rule_has_examples():
     assert len(names) == len(set(names))
     assert all(r.examples for r in RULES)
     for category in ("url", "email", "file", "phone", "date_iso", "date_slash", "time", "range", "ordinal",
-                     "unit", "abbreviation", "roman", "long_number"):
+                     "unit", "abbreviation", "roman", "digit_run"):
         assert category in names
 
 
@@ -101,15 +101,15 @@ SPEAKABLE = st.lists(
         st.sampled_from(["hello", "the", "quick", "fox", "St.", "Dr.", "Jan.", "5:30", "3-2", "Henry VIII",
                          "5 km", "21°C", "50%", "1st", "555-123-4567", "2024-03-15", "a@b.com", "x.pdf"]),
         st.from_regex(r"[a-z]{2,8}", fullmatch=True),
-        st.from_regex(r"\d{1,25}", fullmatch=True),
+        st.from_regex(r"\d{1,18}", fullmatch=True),
     ),
     min_size=1,
-    max_size=6,
+    max_size=4,
 ).map(" ".join)
 PUNCT = st.sampled_from(["", ".", ",", "!", "?", "...", " -", ";"])
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(SPEAKABLE, PUNCT, st.booleans(), st.sampled_from(["af_heart", "bm_george"]))
 def test_every_speakable_input_yields_audio(client, text, punct, normalize_, voice):
@@ -123,28 +123,34 @@ def test_every_speakable_input_yields_audio(client, text, punct, normalize_, voi
 
 @pytest.mark.parametrize("path,field", [("/v1/audio/speech", "input"), ("/synthesize", "text")])
 def test_normalize_false_reads_the_text_as_is(client, path, field):
-    """A URL normalized is read part by part ('W W W dot example dot com slash ...'); with normalize=false
-    it goes to G2P as written and sounds different (much shorter)."""
-    text = "See www.example.com/a/b/c now."
+    """The option reaches synthesis on both routes: a text some rule rewrites sounds different with
+    normalize=false; a text no rule touches sounds exactly the same either way."""
+    import numpy as np
+
     extra = {"response_format": "wav", "stream": False} if field == "input" else {"output_format": "wav"}
-    lengths = {}
-    for flag in (True, False):
+
+    def audio(text: str, flag: bool) -> np.ndarray:
         r = client.post(path, json={field: text, "normalize": flag, **extra})
         assert r.status_code == 200, r.text
-        samples, sr = decode(r.content)
-        lengths[flag] = len(samples) / sr
-    assert lengths[True] > 1.3 * lengths[False], lengths
+        return decode(r.content)[0]
+
+    plain = "We walked home slowly."
+    assert np.array_equal(audio(plain, True), audio(plain, False))
+    rewritten = "It opened on 2024-03-15 at 5:30."
+    a, b = audio(rewritten, True), audio(rewritten, False)
+    assert len(a) != len(b) or not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("flag", [True, False])
-@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("flag,stream", [(True, False), (False, True)])
 def test_a_long_digit_run_is_spoken_not_a_500(client, flag, stream):
-    text = "The code is " + "1234567890" * 4 + "."
+    """Misaki's number reading overflows on long digit runs; they are read in groups, with or without
+    normalization (the 3,000-digit case is in test_text.py, without the minutes of audio)."""
+    text = "The code is " + "1234567890" * 2 + "."
     r = client.post("/v1/audio/speech", json={"input": text, "response_format": "wav", "stream": stream,
                                               "normalize": flag})
     assert r.status_code == 200, r.text[:300]
     samples, sr = decode(r.content)
-    assert len(samples) / sr > 40 * 0.2  # forty digits, each said
+    assert len(samples) / sr > 20 * 0.2  # twenty digits, each said
 
 
 def test_normalize_must_be_a_boolean(client):

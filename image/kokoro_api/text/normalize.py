@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from num2words import num2words
 
 LONG_DIGITS = 16  # a digit run this long is read in groups of three digits (misaki's reading overflows)
+# (a run with leading zeros, "007", is read digit by digit)
 DIGITS = "zero one two three four five six seven eight nine".split()
 MONTHS = ("January February March April May June July August September October November "
           "December").split()
@@ -256,9 +257,10 @@ def _hour(m: re.Match[str], british: bool) -> str:
 
 def _long_number(m: re.Match[str], british: bool) -> str:
     whole, frac = m.group(1).replace(",", ""), m.group(2)
-    if len(whole) < LONG_DIGITS and (frac is None or len(frac) < LONG_DIGITS):
+    zeros = len(whole) > 1 and whole[0] == "0" and "," not in m.group(1)  # "007": misaki drops the zeros
+    if len(whole) < LONG_DIGITS and (frac is None or len(frac) < LONG_DIGITS) and not zeros:
         return m.group(0)
-    spoken = digits(whole, 3) if len(whole) >= LONG_DIGITS else whole
+    spoken = digits(whole, 3) if len(whole) >= LONG_DIGITS else digits(whole) if zeros else whole
     if frac is not None:
         spoken += " point " + digits(frac, 3)
     before, after = m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1]
@@ -386,14 +388,15 @@ RULES: list[Rule] = [
           ("Meet at 9:15 a.m. Then we go.", "Meet at nine fifteen A M. Then we go."))),
     Rule("hour", re.compile(rf"\b(\d{{1,2}})\s?{_MERIDIEM}"), _hour,
          (("Doors open at 7pm.", "Doors open at seven P M."), ("At 10 a.m. sharp.", "At ten A M sharp."))),
-    Rule("long_number", re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\d,]|\.\d)"),
+    Rule("digit_run", re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\d,]|\.\d)"),
          _long_number,
          (("Code 12345678901234567890.", "Code one two three, four five six, seven eight nine, zero one two, "
            "three four five, six seven eight, nine zero."),
           ("Pi is 3.14159265358979323846.", "Pi is 3 point one four one, five nine two, six five three, "
            "five eight nine, seven nine three, two three eight, four six."),
           ("Key x12345678901234567.", "Key x one two three, four five six, seven eight nine, zero one two, "
-           "three four five, six seven."), ("Only 123456789012345.", "Only 123456789012345."))),
+           "three four five, six seven."), ("Only 123456789012345.", "Only 123456789012345."),
+          ("Agent 007 and 00.", "Agent zero zero seven and zero zero."))),
     Rule("range", re.compile(r"(?<![\w.,/:-])(\d+(?:\.\d+)?)\s?[-–]\s?(\d+(?:\.\d+)?)(?![\w/:-]|\.\d)"), _range,
          (("They won 3-2 last night.", "They won 3 to 2 last night."),
           ("Read pages 10–20.", "Read pages 10 to 20."), ("It runs 5-10 km.", "It runs 5 to 10 kilometers."))),
@@ -417,8 +420,9 @@ RULES: list[Rule] = [
 ]
 
 
-# Applied even with ``normalize: false``: misaki cannot read these (its number reading overflows).
-SAFETY_RULES = [r for r in RULES if r.name == "long_number"]
+# Applied even with ``normalize: false``: misaki cannot read these digit runs (its number reading overflows
+# on long ones and drops leading zeros: "00" would be silence).
+SAFETY_RULES = [r for r in RULES if r.name == "digit_run"]
 
 
 @dataclass(frozen=True)
