@@ -20,7 +20,7 @@ from .encode import SAMPLE_RATE
 EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
 KEEP_LEAD = int(0.015 * SAMPLE_RATE)  # onset below the threshold kept before the first loud sample
 KEEP_TRAIL = int(0.030 * SAMPLE_RATE)  # decay kept after the last loud sample
-CROSSFADE = int(0.008 * SAMPLE_RATE)  # fade at every chunk edge; the overlap where no pause separates two
+CROSSFADE = int(0.008 * SAMPLE_RATE)  # fade at every chunk edge
 END_PAUSE_S = 0.25  # silence after the last word of the whole text (s at speed 1)
 
 
@@ -55,9 +55,12 @@ def pause_samples(seconds: float, speed: float) -> int:
 
 
 class Joiner:
-    """Concatenates trimmed, faded chunk audio with pauses between them (stateful, one per text)."""
+    """Concatenates trimmed, faded chunk audio with pauses between them (stateful, one per text).
 
-    def __init__(self, overlap: int = CROSSFADE, end_pause: int = 0) -> None:
+    Where no pause is due, the next chunk's kept onset overlaps the previous chunk's kept decay (both
+    below the speech threshold), so a join inside a phrase adds no silence that one take would not have."""
+
+    def __init__(self, overlap: int = KEEP_LEAD + KEEP_TRAIL, end_pause: int = 0) -> None:
         self.overlap = overlap
         self.end_pause = end_pause
         self.emitted = 0  # samples returned so far
