@@ -147,7 +147,8 @@ class Synthesizer:
         self._vocab = vocab()
 
     def _chunks(
-        self, text: str, british: bool, short_first: bool, normalize: bool = True, relabel: Relabel | None = None
+        self, text: str, british: bool, short_first: bool, normalize: bool = True,
+        relabel: Relabel | None = None,
     ) -> Iterator[Chunk]:
         """Lazy: normalization and G2P run on the first ``next`` (on a worker thread), not here."""
         normalized = normalize_aligned(text, british=british, rules=None if normalize else SAFETY_RULES)

@@ -9,7 +9,8 @@ computation (real-time factor < 1), so the stream keeps ahead of the listener.
 Where a chunk must end inside a sentence it ends at a phrase boundary: a punctuation mark first, else a
 syntactic break read from the part-of-speech tags spaCy already computed for G2P (before a conjunction,
 preposition or relative pronoun, between subject and verb), never inside a noun phrase ("the quick brown |
-fox") when any better cut fits. A short chunk may run up to twice its size to reach such a boundary.
+fox") when any better cut fits. A short chunk may run up to 1.5 times its size to reach such a boundary
+(no more: the first chunk's length is the time to first audio).
 Every chunk carries the pause its last word's punctuation calls for (at speed 1; the synthesizer divides it
 by the speed), which the audio join puts between this chunk's speech and the next one's.
 """
@@ -29,7 +30,8 @@ RAMP = 2
 
 # The pause after a chunk, by the punctuation that ends it (seconds at speed 1): what Kokoro itself
 # leaves after these marks inside one utterance (measured with af_heart and bm_george, docs/text.md).
-PAUSES = {".": 0.50, "!": 0.50, "?": 0.50, "…": 0.50, ";": 0.35, ":": 0.35, ",": 0.30, "—": 0.30, "–": 0.30}
+PAUSES = {".": 0.50, "!": 0.50, "?": 0.50, "…": 0.50, ";": 0.35, ":": 0.35,
+          ",": 0.30, "—": 0.30, "–": 0.30}
 PAUSE_PARAGRAPH = 0.75
 PAUSE_NONE = 0.0
 
@@ -124,7 +126,7 @@ def _break_score(before: Word, after: Word) -> int:
         return -1
     if after.tag in _PHRASE_START:
         return 2
-    if (before.tag in _NOUNS and after.tag in _VERBS) or (before.tag in _VERBS and after.tag in {"DT", "PRP$"}):
+    if before.tag in _NOUNS and after.tag in _VERBS or before.tag in _VERBS and after.tag in {"DT", "PRP$"}:
         return 1
     return 0
 
@@ -209,7 +211,7 @@ def chunk_text(
                     yield emit(pending, pending_para)
                     pending = []
                     continue
-                head, piece = _lead(piece, cap, min(limit, cap * RAMP))
+                head, piece = _lead(piece, cap, min(limit, cap + cap // 2))
                 if not piece:
                     yield emit(head, para)
                     break

@@ -30,7 +30,8 @@ _MONTH_ABBR = {m[:3].lower(): m for m in MONTHS} | {"sept": "September"}
 _DAY_ABBR = {"mon": "Monday", "tue": "Tuesday", "tues": "Tuesday", "wed": "Wednesday", "thu": "Thursday",
              "thur": "Thursday", "thurs": "Thursday", "fri": "Friday", "sat": "Saturday", "sun": "Sunday"}
 
-SYMBOLS = {".": "dot", "/": "slash", "-": "dash", "_": "underscore", ":": "colon", "@": "at", "?": "question mark",
+SYMBOLS = {".": "dot", "/": "slash", "-": "dash", "_": "underscore", ":": "colon", "@": "at",
+           "?": "question mark",
            "=": "equals", "&": "and", "#": "hash", "~": "tilde", "%": "percent", "+": "plus"}
 FILE_EXTENSIONS = {
     "txt": "text", "pdf": "P D F", "doc": "doc", "docx": "doc X", "xls": "X L S", "xlsx": "X L S X",
@@ -67,7 +68,8 @@ TITLES = {"mr": "Mister", "mrs": "Missus", "ms": "Miz", "prof": "Professor", "ge
           "gov": "Governor", "sen": "Senator", "rep": "Representative", "pres": "President", "fr": "Father"}
 PLACES = {"ave": "Avenue", "rd": "Road", "blvd": "Boulevard", "ln": "Lane", "hwy": "Highway",
           "pkwy": "Parkway", "sq": "Square", "ct": "Court", "mt": "Mount"}
-WORDS = {"vs": "versus", "etc": "et cetera", "e.g": "for example", "i.e": "that is", "approx": "approximately",
+WORDS = {"vs": "versus", "etc": "et cetera", "e.g": "for example", "i.e": "that is",
+         "approx": "approximately",
          "dept": "department", "est": "established", "jr": "Junior", "sr": "Senior", "inc": "Incorporated",
          "ltd": "Limited", "corp": "Corporation"}
 # a Roman numeral after these is a number ("World War Two"); after another capitalized name, a regnal
@@ -353,12 +355,14 @@ RULES: list[Rule] = [
     Rule("email", re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), _email,
          (("Write to jane.doe@example.org today.", "Write to jane dot doe at example dot org today."),)),
     Rule("url", re.compile(r"(?<![\w.@/-])(?:(?:https?|ftp)://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]"
-                           rf"|(?<![\w.@/-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:{TLDS})\b(?:/[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?"),
+                           rf"|(?<![\w.@/-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:{TLDS})\b"
+                           r"(?:/[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?"),
          _url,
          (("See https://example.com/docs today.", "See example dot com slash docs today."),
           ("Go to www.python.org now.", "Go to W W W dot python dot org now."),
           ("It is on github.com/kokoro-api.", "It is on github dot com slash kokoro dash api."))),
-    Rule("file", re.compile(rf"(?<![\w.-])([\w-]+(?:\.[\w-]+)*)\.({'|'.join(FILE_EXTENSIONS)})\b", re.IGNORECASE),
+    Rule("file",
+         re.compile(rf"(?<![\w.-])([\w-]+(?:\.[\w-]+)*)\.({'|'.join(FILE_EXTENSIONS)})\b", re.IGNORECASE),
          _file,
          (("Open report_final.pdf first.", "Open report underscore final dot P D F first."),
           ("Edit config.yaml and run main.py.", "Edit config dot yammel and run main dot P Y."))),
@@ -367,7 +371,8 @@ RULES: list[Rule] = [
          _phone,
          (("Call 555-123-4567 now.", "Call five five five, one two three, four five six seven now."),
           ("Call (555) 123-4567.", "Call five five five, one two three, four five six seven."),
-          ("Dial +44 20 7946 0958.", "Dial plus four four, two zero, seven nine four six, zero nine five eight."))),
+          ("Dial +44 20 7946 0958.",
+           "Dial plus four four, two zero, seven nine four six, zero nine five eight."))),
     Rule("date_iso", re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), _iso_date,
          (("It opened on 2024-03-15.", "It opened on March fifteenth, twenty twenty-four."),),
          (("It opened on 2024-03-15.", "It opened on the fifteenth of March, twenty twenty-four."),)),
@@ -384,7 +389,8 @@ RULES: list[Rule] = [
          (("Due 5 March 2024.", "Due the fifth of March, twenty twenty-four."),)),
     Rule("time", re.compile(rf"\b(\d{{1,2}}):(\d{{2}})(?::(\d{{2}}))?(?:\s?{_MERIDIEM})?"), _time,
          (("Meet at 5:30.", "Meet at five thirty."), ("Meet at 5:05 pm.", "Meet at five oh five P M."),
-          ("Lunch is at 12:00.", "Lunch is at twelve o'clock."), ("It left at 17:45.", "It left at seventeen forty-five."),
+          ("Lunch is at 12:00.", "Lunch is at twelve o'clock."),
+          ("It left at 17:45.", "It left at seventeen forty-five."),
           ("Meet at 9:15 a.m. Then we go.", "Meet at nine fifteen A M. Then we go."))),
     Rule("hour", re.compile(rf"\b(\d{{1,2}})\s?{_MERIDIEM}"), _hour,
          (("Doors open at 7pm.", "Doors open at seven P M."), ("At 10 a.m. sharp.", "At ten A M sharp."))),
@@ -397,9 +403,11 @@ RULES: list[Rule] = [
           ("Key x12345678901234567.", "Key x one two three, four five six, seven eight nine, zero one two, "
            "three four five, six seven."), ("Only 123456789012345.", "Only 123456789012345."),
           ("Agent 007 and 00.", "Agent zero zero seven and zero zero."))),
-    Rule("range", re.compile(r"(?<![\w.,/:-])(\d+(?:\.\d+)?)\s?[-–]\s?(\d+(?:\.\d+)?)(?![\w/:-]|\.\d)"), _range,
+    Rule("range", re.compile(r"(?<![\w.,/:-])(\d+(?:\.\d+)?)\s?[-–]\s?(\d+(?:\.\d+)?)(?![\w/:-]|\.\d)"),
+         _range,
          (("They won 3-2 last night.", "They won 3 to 2 last night."),
-          ("Read pages 10–20.", "Read pages 10 to 20."), ("It runs 5-10 km.", "It runs 5 to 10 kilometers."))),
+          ("Read pages 10–20.", "Read pages 10 to 20."),
+          ("It runs 5-10 km.", "It runs 5 to 10 kilometers."))),
     Rule("ordinal", re.compile(r"\b(\d+)(?:st|nd|rd|th)\b"), _ordinal,
          (("She came 1st and he came 22nd.", "She came first and he came twenty-second."),)),
     Rule("unit", re.compile(rf"(?<![\w.,])(\d+(?:[.,]\d+)*)\s?({_UNITS_RE})(?![\w/])"), _unit,
@@ -408,13 +416,17 @@ RULES: list[Rule] = [
           ("A 2.5 GHz chip.", "A 2.5 gigahertz chip."), ("Drive 60 mph.", "Drive 60 miles per hour."))),
     Rule("abbreviation", re.compile(_ABBR), _abbreviation,
          (("I live on Elm St. near the park.", "I live on Elm Street near the park."),
-          ("We visited St. Louis.", "We visited Saint Louis."), ("Dr. Smith lives on Oak Dr.", "Doctor Smith lives on Oak Drive."),
-          ("Mr. and Mrs. Jones came.", "Mister and Missus Jones came."), ("Meet Mon. at noon.", "Meet Monday at noon."),
-          ("Ask Prof. Lee, etc. now.", "Ask Professor Lee, et cetera now."), ("Take the 5th Ave. bus.", "Take the fifth Avenue bus."),
+          ("We visited St. Louis.", "We visited Saint Louis."),
+          ("Dr. Smith lives on Oak Dr.", "Doctor Smith lives on Oak Drive."),
+          ("Mr. and Mrs. Jones came.", "Mister and Missus Jones came."),
+          ("Meet Mon. at noon.", "Meet Monday at noon."),
+          ("Ask Prof. Lee, etc. now.", "Ask Professor Lee, et cetera now."),
+          ("Take the 5th Ave. bus.", "Take the fifth Avenue bus."),
           ("It ended in Jan. We left.", "It ended in January. We left."), ("Room No. 5.", "Room number 5."))),
     Rule("roman", re.compile(r"\b([A-Z][a-z]+) ([IVX]+)\b"), _roman,
          (("Henry VIII had six wives.", "Henry the Eighth had six wives."),
-          ("World War II ended.", "World War two ended."), ("Elizabeth I ruled.", "Elizabeth the First ruled."),
+          ("World War II ended.", "World War two ended."),
+          ("Elizabeth I ruled.", "Elizabeth the First ruled."),
           ("Read Chapter IV.", "Read Chapter four."), ("Then I left.", "Then I left."),
           ("Malcolm X spoke.", "Malcolm X spoke."), ("The Model X is fast.", "The Model X is fast."))),
 ]
