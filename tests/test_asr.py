@@ -157,9 +157,9 @@ def spoken_words(text: str) -> list[str]:
     from kokoro_api.text.normalize import normalize
 
     text = re.sub(r"\b(\d{1,2})\.(\d{2})\b", r"\1:\2", text)  # Whisper writes times as "5.30"
-    text = normalize(text)
     # digit groups joined by dashes ("4-4-20-7946"): Whisper's way of writing digits read one by one
-    text = re.sub(r"\d+(?:-\d+){2,}", lambda m: " ".join(m.group().replace("-", "")), text)
+    text = re.sub(r"\d+(?:-\d+){3,}|\d{5,}(?:-\d+){2,}", lambda m: " ".join(m.group().replace("-", "")), text)
+    text = normalize(text)
     text = re.sub(r"\b([AaPp])\.?[Mm]\.?(?=\W|$)", r"\1 m", text)
     text = re.sub(r"\d+(?:\.\d+)?", lambda m: " " + num2words(float(m.group()) if "." in m.group()
                                                                else int(m.group())) + " ", text.replace(",", ""))
