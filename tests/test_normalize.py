@@ -3,6 +3,8 @@ normalization + G2P (hypothesis over the whole Unicode range and long runs of di
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -83,7 +85,7 @@ def test_normalize_is_total_and_aligned(text, british):
     assert isinstance(n.text, str)
     assert [w for ws, _ in n.groups for w in ws] == text.split()  # every written word accounted for
     assert sum(c for _, c in n.groups) == len(n.text.split())
-    assert not any(len(run) >= 16 for run in __import__("re").findall(r"\d+", n.text.replace(",", "")))
+    assert not any(len(run) >= 16 for run in re.findall(r"\d+", n.text.replace(",", "")))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
