@@ -9,8 +9,10 @@ import pytest
 from kokoro_api.text.chunker import (
     FIRST_CHUNK_TOKENS,
     MAX_TOKENS,
+    PAUSE_PARAGRAPH,
     TARGET_TOKENS,
     chunk_text,
+    pause_for,
     split_sentences,
 )
 from kokoro_api.text.g2p import Phonemizer, Word, vocab
@@ -88,16 +90,17 @@ def test_first_chunk_is_short_when_streaming():
     text = "This opening sentence is fairly long and has no commas in it at all so it runs on. " * 5
     first = next(chunk_text(text, fake_words, short_first=True))
     normal = next(chunk_text(text, fake_words, short_first=False))
-    assert len(first.phonemes) <= FIRST_CHUNK_TOKENS < 60 < len(normal.phonemes)
+    assert len(first.phonemes) <= 2 * FIRST_CHUNK_TOKENS < 60 < len(normal.phonemes)
 
 
 def test_streamed_chunks_ramp_up_and_cut_at_clauses():
-    """Streaming: chunk sizes at most double from one to the next until TARGET_TOKENS; nothing dropped;
-    a cut inside a sentence prefers a clause end."""
+    """Streaming: chunk sizes at most double from one to the next until TARGET_TOKENS (a chunk may run to
+    1.5 times its size to reach a phrase boundary); nothing dropped; a cut inside a sentence prefers a clause
+    end."""
     text = "Kokoro is small, and it runs well on a CPU without any help at all. " * 12
     chunks = list(chunk_text(text, fake_words, short_first=True, first=16))
     sizes = [len(c.phonemes) for c in chunks]
-    caps = [min(TARGET_TOKENS, 16 * 2**i) for i in range(len(sizes))]
+    caps = [min(MAX_TOKENS, 2 * min(TARGET_TOKENS, 16 * 2**i)) for i in range(len(sizes))]
     assert all(size <= cap for size, cap in zip(sizes, caps, strict=True)), (sizes, caps)
     assert sizes[0] > 0 and max(sizes) > 100, sizes  # it does reach long chunks
     assert chunks[0].text == "Kokoro is small,"  # cut at the clause end that fits
@@ -195,3 +198,47 @@ def test_a_cancelled_budget_stops_g2p_between_bounded_calls(g2p):
     assert time.perf_counter() - t < 2.0
     with pytest.raises(G2PTimeout):
         g2p.words("'" * 4096 + " hello " * 400, budget=Budget(deadline_s=0.001))
+
+
+def tagged(text: str) -> list[Word]:
+    """Words with hand-written Penn tags: 'The/DT quick/JJ ...'."""
+    return [Word(w.rsplit("/", 1)[0], "a" * len(w.rsplit("/", 1)[0]), w.rsplit("/", 1)[1]) for w in text.split()]
+
+
+def test_cuts_at_phrase_boundaries_not_inside_noun_phrases():
+    """The issue's "The quick brown, [pause] fox": a short first chunk must not split a noun phrase; it
+    ends at a phrase boundary (it may run up to 1.5 times its size to reach one)."""
+    words = tagged("The/DT quick/JJ brown/JJ fox/NN jumps/VBZ over/IN the/DT lazy/JJ dog./NN")
+    first = next(chunk_text(" ".join(w.text for w in words), lambda s: words, short_first=True, first=16))
+    assert first.text == "The quick brown fox", first.text
+    assert first.pause_after == 0  # no punctuation at the cut: no pause
+
+
+def test_real_tags_keep_noun_phrases_whole(g2p):
+    text = "In the beginning of the long and difficult journey across the mountains the travelers rested."
+    chunks = list(chunk_text(text, g2p.words, short_first=True, first=16))
+    assert len(chunks) > 1
+    for c in chunks[:-1]:  # never ends on a determiner, adjective or preposition
+        assert c.words[-1].tag not in {"DT", "JJ", "IN", "CC", "PRP$"}, [(w.text, w.tag) for w in c.words]
+
+
+@pytest.mark.parametrize("word,pause", [("dog.", 0.5), ("dog,", 0.3), ('"why?"', 0.5), ("so;", 0.35),
+                                        ("dog", 0.0), ("(aside)", 0.0), ("end.)", 0.5)])
+def test_pause_by_punctuation(word, pause):
+    assert pause_for(word) == pause
+
+
+def test_paragraph_end_takes_the_paragraph_pause():
+    chunks = list(chunk_text("One two. Three four.\n\nFive six.", fake_words, target=8))
+    assert [c.pause_after for c in chunks] == [0.5, PAUSE_PARAGRAPH, PAUSE_PARAGRAPH]
+
+
+def test_a_huge_number_is_cut_between_digit_groups(g2p):
+    """3,000 digits, normalized to digit groups, phonemized: chunks stay <= 510 tokens, cut at commas."""
+    from kokoro_api.text.normalize import normalize
+
+    text = normalize("7" * 3000)
+    chunks = list(chunk_text(text, g2p.words))
+    assert all(len(c.phonemes) <= MAX_TOKENS for c in chunks)
+    assert sum(c.phonemes.count("sˈɛvən") for c in chunks) == 3000
+    assert all(c.phonemes.rstrip().endswith(",") for c in chunks[:-1])

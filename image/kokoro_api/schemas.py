@@ -75,7 +75,12 @@ class SpeechRequest(BaseModel):
         description="Also keep the audio for a while and return its path in the X-Download-Path header "
         "(GET it from /v1/download/{name}).",
     )
-    normalize: bool = Field(True, description="Normalize the text (numbers, units, symbols) before G2P.")
+    normalize: bool = Field(
+        True,
+        description="Read what people type as a reader would (URLs, e-mail addresses, times, dates, units, "
+        "abbreviations, phone numbers...; docs/text.md). false: the text goes to G2P as is (digit runs over "
+        "15 digits are still read in groups).",
+    )
     normalization_options: NormalizationOptions | None = Field(
         None,
         description="Kokoro-FastAPI compatibility: `normalize: false` turns normalization off (as `normalize`); "
@@ -146,9 +151,14 @@ class SynthesizeRequest(BaseModel):
     )
     speaking_rate: float = Field(1.0, ge=RATE_MIN, le=RATE_MAX, description="Speaking rate, 0.5-2.0.")
     output_format: NativeFormat = Field("mp3", description="mp3, wav, or ogg (Opus in Ogg).")
-    normalize: bool = Field(True, description="Normalize the text (numbers, units, symbols) before G2P.")
     return_download_link: bool = Field(
         False, description="Also keep the audio for download: X-Download-Path header / download_url field."
+    )
+    normalize: bool = Field(
+        True,
+        description="Read what people type as a reader would (URLs, e-mail addresses, times, dates, units, "
+        "abbreviations, phone numbers...; docs/text.md). false: the text goes to G2P as is (digit runs over "
+        "15 digits are still read in groups).",
     )
 
 

@@ -1,4 +1,5 @@
-"""Text -> audio segments: chunk the text, pick the style row, run the engine, join with pauses.
+"""Text -> audio segments: normalize and chunk the text, pick the style row, run the engine, join the
+chunks (``audio.join``: trimmed edges, the punctuation's pause scaled by speed, cross-fades).
 
 Plain data in, plain data out; no HTTP here. Each chunk (phonemization included) runs on an engine
 worker thread, so the event loop never blocks. Cancelling the consumer stops the remaining chunks and
@@ -13,19 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audio.join import END_PAUSE_S, Joiner, edges, fade, pause_samples
 from .engine.pool import SAMPLE_RATE, EnginePool
 from .errors import InvalidRequest, SpeechTooLong, TextTooComplex
 from .text.chunker import FIRST_CHUNK_TOKENS, Chunk, chunk_text
 from .text.g2p import Budget, G2PTimeout, Phonemizer, vocab
+from .text.normalize import SAFETY_RULES, Normalized, normalize_aligned
 from .voices import VoiceStore
 
-FADE_SAMPLES = 120  # 5 ms fade at every chunk edge: no clicks at joins
-# The model pads every chunk with ~0.35 s of silence before and ~0.45 s after the speech; left as is, each
-# chunk join is a ~0.8 s gap (and a streamed text, cut into more chunks, runs longer than the whole one).
-# Trim the edges down to these margins; the chunker's pauses then set the gap between chunks.
-EDGE_THRESHOLD = 0.003  # ~-50 dBFS: below this the model's padding is silence
-KEEP_LEAD = int(0.05 * SAMPLE_RATE)
-KEEP_TRAIL = int(0.20 * SAMPLE_RATE)
 SAMPLES_PER_FRAME = 600  # Kokoro v1.0: one predicted duration frame = 600 samples at 24 kHz
 
 # Audio ceiling (docs/api.md, "Limits"): a request makes at most max(AUDIO_FLOOR_S, characters x
@@ -59,30 +55,20 @@ class Segment:
         return len(self.audio) / SAMPLE_RATE
 
 
+@dataclass
+class _Piece:
+    """One chunk's trimmed speech, its words' times (relative to the speech), and the pause due after it."""
+
+    speech: np.ndarray
+    words: list[WordTime]
+    tokens: int
+    pause: int
+    g2p_seconds: float = 0.0
+
+
 def _consume(fut: asyncio.Future) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-def _fade(audio: np.ndarray) -> np.ndarray:
-    n = min(FADE_SAMPLES, len(audio) // 2)
-    if n:
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        audio[:n] *= ramp
-        audio[-n:] *= ramp[::-1]
-    return audio
-
-
-def _edges(audio: np.ndarray, durations: np.ndarray | None) -> tuple[int, int]:
-    """Samples of edge silence to cut: never into speech, never past the predicted leading pad."""
-    loud = np.flatnonzero(np.abs(audio) > EDGE_THRESHOLD)
-    if not len(loud):
-        return 0, 0
-    lead = max(0, int(loud[0]) - KEEP_LEAD)
-    if durations is not None and len(durations) > 2 and durations.sum() > 0:
-        lead = min(lead, int(durations[0] * len(audio) / durations.sum()))
-    trail = max(0, len(audio) - 1 - int(loud[-1]) - KEEP_TRAIL)
-    return lead, trail
 
 
 def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> list[WordTime]:
@@ -111,6 +97,52 @@ def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> li
     return out
 
 
+class Relabel:
+    """Word times of the spoken (normalized) words -> word times of the words as written: "3:30pm!" gets
+    one entry spanning "three thirty P M!". Several written words said together ("Henry VIII" -> "Henry
+    the Eighth") share their spoken words in proportion to their lengths. Without normalization, a no-op."""
+
+    def __init__(self) -> None:
+        self._groups: tuple[tuple[tuple[str, ...], int], ...] | None = None
+        self._i = 0
+        self._buf: list[WordTime] = []
+        self._end = 0.0
+
+    def start(self, normalized: Normalized) -> None:
+        self._groups = normalized.groups
+
+    def __call__(self, times: list[WordTime]) -> list[WordTime]:
+        if self._groups is None:
+            return times
+        self._buf += times
+        out: list[WordTime] = []
+        while self._i < len(self._groups) and len(self._buf) >= self._groups[self._i][1]:
+            written, n = self._groups[self._i]
+            part, self._buf = self._buf[:n], self._buf[n:]
+            out += self._spread(written, part)
+            self._i += 1
+        return out
+
+    def _spread(self, written: tuple[str, ...], spoken: list[WordTime]) -> list[WordTime]:
+        out = []
+        n, total = len(spoken), sum(len(w) for w in written)
+        cum = k = 0
+        for i, w in enumerate(written):
+            cum += len(w)
+            later = len(written) - i - 1
+            upto = n if not later else max(k, min(max(round(n * cum / total), k + 1), n - later))
+            part, k = spoken[k:upto], upto
+            start, end = (part[0].start, part[-1].end) if part else (self._end, self._end)
+            out.append(WordTime(w, start, end))
+            self._end = end
+        return out
+
+    def rest(self) -> list[WordTime]:
+        """Whatever did not line up (never expected): the spoken words as they are."""
+        out, self._buf = self._buf, []
+        return out
+
+
 class Synthesizer:
     def __init__(
         self,
@@ -130,9 +162,17 @@ class Synthesizer:
         self.voices = voices
         self._vocab = vocab()
 
-    def _chunks(self, text: str, british: bool, short_first: bool, budget: Budget) -> Iterator[Chunk]:
+    def _chunks(
+        self, text: str, british: bool, short_first: bool, budget: Budget, normalize: bool = True,
+        relabel: Relabel | None = None,
+    ) -> Iterator[Chunk]:
+        """Lazy: normalization and G2P run on the first ``next`` (on a worker thread), not here."""
+        normalized = normalize_aligned(text, british=british, rules=None if normalize else SAFETY_RULES)
+        text = normalized.text
+        if relabel is not None:
+            relabel.start(normalized)
         words = lambda s: self.phonemizer.words(s, british, budget)  # noqa: E731
-        return chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
+        yield from chunk_text(text, words, short_first=short_first, first=self.first_chunk_tokens)
 
     def audio_cap(self, text: str, max_audio_s: float | None = None) -> float:
         """Most seconds of audio (at speed 1.0) ``text`` may make: the documented ceiling."""
@@ -140,8 +180,8 @@ class Synthesizer:
         return cap if max_audio_s is None else min(cap, max_audio_s)
 
     def _step(self, chunks: Iterator[Chunk], style: np.ndarray, speed: float, run_options,
-              budget: Budget, room_s: float) -> Segment | None:
-        """Next chunk -> audio (runs on a worker thread). None when the text is exhausted.
+              budget: Budget, room_s: float) -> _Piece | None:
+        """Next chunk -> trimmed, faded speech (runs on a worker thread). None when the text is exhausted.
 
         ``room_s``: audio (seconds at speed 1.0) the request may still make; a chunk estimated above it
         raises SpeechTooLong before the model runs.
@@ -158,24 +198,24 @@ class Synthesizer:
         if chunk is None:
             return None
         ids = [self._vocab[c] for c in chunk.phonemes]
-        pause = np.zeros(int(chunk.pause_after * SAMPLE_RATE), dtype=np.float32)
+        pause = pause_samples(chunk.pause_after, speed)
         if not ids:
-            return Segment(pause, word_times(chunk, None, 0), 0, g2p_s)
+            return _Piece(np.zeros(0, np.float32), word_times(chunk, None, 0), 0, pause, g2p_s)
         if len(ids) * SECONDS_PER_TOKEN > room_s:
             raise SpeechTooLong("", {"estimated_tokens": len(ids)})
         result = self.pool.run(ids, style[len(ids) - 1], speed, run_options)
-        lead, trail = _edges(result.audio, result.durations)
+        lead, trail = edges(result.audio, result.durations)
         words = word_times(chunk, result.durations, len(result.audio))
-        audio = _fade(result.audio[lead : len(result.audio) - trail].copy())
+        audio = fade(result.audio[lead : len(result.audio) - trail].copy())
         if lead or trail:
             cut, end = lead / SAMPLE_RATE, len(audio) / SAMPLE_RATE
             words = [WordTime(w.word, min(max(w.start - cut, 0.0), end), min(max(w.end - cut, 0.0), end))
                      for w in words]
-        return Segment(np.concatenate([audio, pause]), words, len(ids), g2p_s)
+        return _Piece(audio, words, len(ids), pause, g2p_s)
 
     async def segments(
         self, text: str, voice: str, speed: float, *, short_first: bool = False, british: bool | None = None,
-        max_audio_s: float | None = None,
+        max_audio_s: float | None = None, normalize: bool = True,
     ) -> AsyncIterator[Segment]:
         """Yield audio segment by segment. Word times are absolute (seconds from the start).
 
@@ -187,17 +227,19 @@ class Synthesizer:
         if british is None:
             british = self.voices.language_of(voice) == "en-gb"
         budget = Budget(self.g2p_deadline_s)
-        chunks = self._chunks(text, british, short_first, budget)
+        relabel = Relabel()
+        chunks = self._chunks(text, british, short_first, budget, normalize, relabel)
         cap = self.audio_cap(text, max_audio_s)
         loop = asyncio.get_running_loop()
-        offset, spoken, made = 0.0, 0, 0.0
+        joiner = Joiner(end_pause=pause_samples(END_PAUSE_S, speed))
+        spoken, made = 0, 0.0
         while True:
             run_options = self.pool.run_options()
             fut = loop.run_in_executor(
                 self.pool.executor, self._step, chunks, style, speed, run_options, budget, cap - made
             )
             try:
-                seg = await asyncio.shield(fut)
+                piece = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 budget.cancel()  # stop the G2P at its next call boundary
                 run_options.terminate = True  # abort the chunk in flight, free the worker
@@ -205,17 +247,19 @@ class Synthesizer:
                 raise
             except SpeechTooLong:
                 raise self._too_long(text, cap, max_audio_s) from None
-            if seg is None:
+            if piece is None:
                 break
-            made += seg.seconds * speed
+            made += (len(piece.speech) + piece.pause) / SAMPLE_RATE * speed
             if made > cap * 1.1:  # the token estimate was off by more than 10 %
                 raise self._too_long(text, cap, max_audio_s)
-            spoken += seg.tokens
-            seg.words = [WordTime(w.word, w.start + offset, w.end + offset) for w in seg.words]
-            offset += seg.seconds
-            yield seg
+            spoken += piece.tokens
+            audio, start = joiner.push(piece.speech, piece.pause)
+            offset = start / SAMPLE_RATE
+            words = relabel([WordTime(w.word, w.start + offset, w.end + offset) for w in piece.words])
+            yield Segment(audio, words, piece.tokens, piece.g2p_seconds)
         if spoken == 0:
             raise InvalidRequest("The input has nothing that can be spoken.", {"field": "input"})
+        yield Segment(joiner.flush(), relabel.rest())
 
     def _too_long(self, text: str, cap: float, max_audio_s: float | None) -> SpeechTooLong:
         details = {"field": "input", "length": len(text), "max_audio_seconds": round(cap, 1)}
@@ -231,10 +275,13 @@ class Synthesizer:
     async def synthesize(
         self, text: str, voice: str, speed: float, british: bool | None = None,
         max_audio_s: float | None = None, progress: Callable[[float], None] | None = None,
+        normalize: bool = True,
     ) -> Segment:
         """The whole text as one segment; ``progress`` is told each chunk's audio seconds as they come."""
         parts = []
-        async for seg in self.segments(text, voice, speed, british=british, max_audio_s=max_audio_s):
+        async for seg in self.segments(
+            text, voice, speed, british=british, max_audio_s=max_audio_s, normalize=normalize
+        ):
             parts.append(seg)
             if progress is not None:
                 progress(seg.seconds)

@@ -59,6 +59,7 @@ def native_job(
     job = SynthesisJob.checked(
         rt, settings, text=req.text, voice=req.voice_id, speed=req.speaking_rate, fmt=req.output_format,
         streamed=False, british=LANGUAGES[lang], field="text", deferred=deferred,
+        normalize=req.normalize,
     )
     if lang != "en":
         accent = rt.voices.language_of(job.voice)

@@ -51,12 +51,14 @@ class SynthesisJob:
     british: bool | None = None
     max_audio_s: float | None = None  # the non-streamed audio cap (KOKORO_MAX_UNSTREAMED_AUDIO_S)
     volume: float = 1.0  # Kokoro-FastAPI's volume_multiplier
+    normalize: bool = True
 
     @classmethod
     def checked(
         cls, rt: Runtime, settings: Settings, *, text: str, voice: str | None, speed: float, fmt: str,
         streamed: bool, british: bool | None = None, field: str = "input", volume: float = 1.0,
         deferred: bool = False,
+        normalize: bool = True,
     ) -> SynthesisJob:
         """Validate text length and voice up front, so errors are 400s before any audio is sent.
 
@@ -83,7 +85,7 @@ class SynthesisJob:
         rt.voices.style(voice)  # raises InvalidVoice naming the problem
         current().job(text=text, voice=voice, fmt=fmt, streamed=streamed)  # for the log line and metrics
         cap = None if (streamed or deferred) else settings.max_unstreamed_audio_s
-        return cls(rt, text, voice, speed, fmt, streamed, british, cap, volume)
+        return cls(rt, text, voice, speed, fmt, streamed, british, cap, volume, normalize)
 
     def _scaled(self, seg: Segment) -> Segment:
         if self.volume != 1.0:
@@ -92,7 +94,8 @@ class SynthesisJob:
 
     async def segments(self, short_first: bool = False) -> AsyncIterator[Segment]:
         inner = self.rt.synthesizer.segments(
-            self.text, self.voice, self.speed, short_first=short_first, british=self.british
+            self.text, self.voice, self.speed, short_first=short_first, british=self.british,
+            normalize=self.normalize,
         )
         async with aclosing(inner):
             async for seg in inner:
@@ -101,7 +104,7 @@ class SynthesisJob:
     async def whole(self, progress: Callable[[float], None] | None = None) -> Segment:
         seg = await self.rt.synthesizer.synthesize(
             self.text, self.voice, self.speed, british=self.british, max_audio_s=self.max_audio_s,
-            progress=progress,
+            progress=progress, normalize=self.normalize,
         )
         return self._scaled(seg)
 

@@ -39,7 +39,7 @@ def _job(body: SpeechRequest, rt, settings, *, streamed: bool, deferred: bool = 
     return SynthesisJob.checked(
         rt, settings, text=body.input, voice=body.voice, speed=body.speed, fmt=body.response_format,
         streamed=streamed, british=_british(body.lang_code), volume=body.volume_multiplier,
-        deferred=deferred,
+        deferred=deferred, normalize=body.normalize,
     )
 
 

@@ -61,6 +61,7 @@ class Word:
 
     text: str
     phonemes: str
+    tag: str = ""  # spaCy's part-of-speech tag of the word's first token (the chunker cuts by it)
 
 
 class G2PCancelled(Exception):
@@ -274,17 +275,18 @@ class Phonemizer:
             tokens.extend(tks)
         return tokens
 
-    def _phonemes_of(self, tokens) -> list[tuple[str, str]]:
-        """misaki tokens -> (text, phonemes) per whitespace-delimited word."""
-        out: list[tuple[str, str]] = []
-        text_buf, ps_buf = "", ""
+    def _phonemes_of(self, tokens) -> list[tuple[str, str, str]]:
+        """misaki tokens -> (text, phonemes, tag of the first token) per whitespace-delimited word."""
+        out: list[tuple[str, str, str]] = []
+        text_buf, ps_buf, tag = "", "", ""
         for tk in tokens:
+            tag = tag or (tk.tag if tk.text.strip() else "")
             text_buf += tk.text
             ps_buf += "".join(c for c in (tk.phonemes or "") if c in self._vocab)
             if tk.whitespace:
-                out.append((text_buf, ps_buf))
-                text_buf, ps_buf = "", ""
-        out.append((text_buf, ps_buf))
+                out.append((text_buf, ps_buf, tag))
+                text_buf, ps_buf, tag = "", "", ""
+        out.append((text_buf, ps_buf, tag))
         return out
 
     def words(self, text: str, british: bool = False, budget: Budget | None = None) -> list[Word]:
@@ -301,8 +303,8 @@ class Phonemizer:
         def flush() -> None:
             nonlocal size
             if batch:
-                for t, ps in self._phonemes_of(self._call(" ".join(batch), british, budget)):
-                    self._flush(words, t, ps)
+                for t, ps, tag in self._phonemes_of(self._call(" ".join(batch), british, budget)):
+                    self._flush(words, t, ps, tag)
                 batch.clear()
                 size = 0
 
@@ -314,19 +316,22 @@ class Phonemizer:
                 size += len(word) + 1
                 continue
             flush()  # keep the order: what came before is read first
-            phonemes = []
+            phonemes, tags = [], []
             for group in _groups(_pieces(word), MAX_CALL_CHARS):
                 tokens = self._call(" ".join(group), british, budget)
-                phonemes += [ps for _, ps in self._phonemes_of(tokens) if ps]
-            self._flush(words, word, " ".join(phonemes))
+                for _, ps, tag in self._phonemes_of(tokens):
+                    if ps:
+                        phonemes.append(ps)
+                        tags.append(tag)
+            self._flush(words, word, " ".join(phonemes), tags[0] if tags else "")
         flush()
         return words
 
     @staticmethod
-    def _flush(words: list[Word], text: str, phonemes: str) -> None:
+    def _flush(words: list[Word], text: str, phonemes: str, tag: str) -> None:
         text = text.strip()  # spaCy turns runs of spaces into whitespace tokens
         if text or phonemes:
-            words.append(Word(text, phonemes))
+            words.append(Word(text, phonemes, tag))
 
     def phonemes(self, text: str, british: bool = False) -> str:
         """The phoneme string Kokoro is fed for ``text`` (words joined by spaces)."""
