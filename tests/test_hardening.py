@@ -136,7 +136,7 @@ class _SlowSynthesizer:
         self.voices = type("Voices", (), {"style": staticmethod(lambda voice: None)})()
         self.pool = type("Pool", (), {"close": staticmethod(lambda: None)})()
 
-    async def synthesize(self, text, voice, speed, british=None, max_audio_s=None):
+    async def synthesize(self, text, voice, speed, british=None, max_audio_s=None, progress=None, normalize=True):
         from kokoro_api.synthesis import Segment
 
         await asyncio.sleep(self.seconds)

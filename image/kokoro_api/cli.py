@@ -42,7 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .connections import CONCURRENCY_HEADROOM, WriteTimeout, connection_cap, guarded_protocol
+    from .connections import (
+        CONCURRENCY_HEADROOM, WriteTimeout, accept_backlog, connection_cap, guarded_protocol,
+    )
     from .logs import setup_logging
     from .runtime import prepared_model
     from .voices import load_bundle
@@ -59,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.state.on_ready = lambda: print(ready_line(settings), file=sys.stderr, flush=True)
     config = uvicorn.Config(
         WriteTimeout(app, settings.write_timeout_s), host=settings.host, port=settings.port, log_config=None,
-        timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False,
+        timeout_graceful_shutdown=settings.graceful_timeout_s, access_log=False, backlog=accept_backlog(cap),
         http=guarded_protocol(header_timeout_s=settings.header_timeout_s, max_connections=cap,
                               send_buffer_bytes=settings.send_buffer_kb * 1024),
         timeout_keep_alive=settings.keep_alive_s, limit_concurrency=cap + CONCURRENCY_HEADROOM,

@@ -49,6 +49,17 @@ def connection_cap(wanted: int) -> int:
     return max(8, min(wanted, soft - FD_RESERVE))
 
 
+def accept_backlog(cap: int) -> int:
+    """uvicorn's ``backlog`` for a connection cap. asyncio accepts up to ``backlog`` sockets in one go
+    before any protocol runs (so before the cap can evict anything): with uvicorn's 2048, a burst of idle
+    sockets under a low open-file limit took every descriptor and start-up failed opening its files
+    (EMFILE). Where the file limit sets the cap, accept at most half the reserve at a time."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE > cap:
+        return 2048
+    return FD_RESERVE // 2
+
+
 def guarded_protocol(
     *, header_timeout_s: float, max_connections: int, send_buffer_bytes: int
 ) -> type[H11Protocol]:

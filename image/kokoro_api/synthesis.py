@@ -163,7 +163,7 @@ class Synthesizer:
         self._vocab = vocab()
 
     def _chunks(
-        self, text: str, british: bool, short_first: bool, budget: Budget, normalize: bool = True,
+        self, text: str, british: bool, short_first: bool, budget: Budget | None = None, normalize: bool = True,
         relabel: Relabel | None = None,
     ) -> Iterator[Chunk]:
         """Lazy: normalization and G2P run on the first ``next`` (on a worker thread), not here."""
