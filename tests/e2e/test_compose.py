@@ -200,9 +200,11 @@ def test_compose_runs_the_image_as_the_deployment_does_and_passes_the_smoke_test
         health = podman("healthcheck", "run", cid, check=False)
         assert health.returncode == 0, f"healthcheck failed: {health.stdout}{health.stderr}"
 
-        # --- the API key from .env is enforced; health stays open
-        assert request(f"{url}/v1/audio/voices")[0] == 401
-        assert request(f"{url}/v1/audio/voices", key=key)[0] == 200
+        # --- the API key from .env is enforced (the lists stay readable, KOKORO_PUBLIC_LISTS); health stays open
+        empty = {"input": ""}  # 401 without the key; with it, the body is checked: 400
+        assert request(f"{url}/v1/audio/speech", "POST", empty)[0] == 401
+        assert request(f"{url}/v1/audio/speech", "POST", empty, key=key)[0] == 400
+        assert request(f"{url}/v1/audio/voices")[0] == 200
 
         # --- the smoke test, with the key
         report = tmp_path / "smoke.json"
