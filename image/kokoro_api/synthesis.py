@@ -9,6 +9,7 @@ aborts the chunk in flight (ONNX Runtime's ``RunOptions.terminate``).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -97,6 +98,9 @@ def word_times(chunk: Chunk, durations: np.ndarray | None, n_samples: int) -> li
     return out
 
 
+_MARKUP = re.compile(r"\[([^\[\]]{1,200})\]\([^()]{0,400}\)")  # misaki's [word](/phonemes/) inline markup
+
+
 class Relabel:
     """Word times of the spoken (normalized) words -> word times of the words as written: "3:30pm!" gets
     one entry spanning "three thirty P M!". Several written words said together ("Henry VIII" -> "Henry
@@ -133,7 +137,7 @@ class Relabel:
             upto = n if not later else max(k, min(max(round(n * cum / total), k + 1), n - later))
             part, k = spoken[k:upto], upto
             start, end = (part[0].start, part[-1].end) if part else (self._end, self._end)
-            out.append(WordTime(w, start, end))
+            out.append(WordTime(_MARKUP.sub(r"\1", w), start, end))  # "[Kokoro](/kˈOkəɹO/)" -> "Kokoro"
             self._end = end
         return out
 
