@@ -58,6 +58,11 @@ class Peers:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, read=60.0), follow_redirects=False)
 
     @property
+    def own_key(self) -> str | None:
+        """The key the pod's own requests use (whose saved-mix namespace a starting pod copies)."""
+        return self._key
+
+    @property
     def enabled(self) -> bool:
         return bool(self.targets)
 

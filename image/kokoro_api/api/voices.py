@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from ..errors import InvalidVoice, NotFound
 from ..peers import Peers, is_peer_request
 from ..schemas import SaveVoiceRequest
-from ..voices import VoiceStore
+from ..auth import saved_scope
+from ..voices import SAVED_SCOPE, VoiceStore
 from .deps import RuntimeDep
 
 router = APIRouter(tags=["voices"])
@@ -46,7 +47,22 @@ async def _copy(request: Request, method: str, path: str, json: Any = None) -> d
 
 
 async def pull_saved(peers: Peers, voices: VoiceStore) -> int:
-    """Copy the peers' saved mixes that this pod lacks (at start-up, before it turns ready)."""
+    """Copy the peers' saved mixes that this pod lacks (at start-up, before it turns ready).
+
+    With API keys on, mixes live per key (voices.SAVED_SCOPE): the peers list the namespace of the key
+    this pod asks with (its first key), so that is the namespace they are copied into. Other keys' mixes
+    reach a new pod when they are next saved (every save is copied to every peer).
+    """
+    key = peers.own_key
+    scope = SAVED_SCOPE.set(saved_scope(key)) if key else None
+    try:
+        return await _pull_saved(peers, voices)
+    finally:
+        if scope is not None:
+            SAVED_SCOPE.reset(scope)
+
+
+async def _pull_saved(peers: Peers, voices: VoiceStore) -> int:
     added = 0
     for body in await peers.get_json(VOICES_PATH, await peers.urls()):
         for entry in body.get("saved", []) if isinstance(body, dict) else []:

@@ -132,6 +132,12 @@ def _spell_parts(s: str) -> str:
     return " ".join(out)
 
 
+def _digit_tail(m: re.Match[str], british: bool) -> str:
+    """A long digit run that no number rule took, in groups, set off from what touches it."""
+    after = m.string[m.end() : m.end() + 1]
+    return f" {digits(m.group(0), 3)}" + (" " if after.isalnum() else "")
+
+
 def _sentence_end(m: re.Match[str]) -> str:
     """'.' when the abbreviation that matched also ended its sentence (end of text, or a capital next)."""
     rest = m.string[m.end() :]
@@ -403,6 +409,11 @@ RULES: list[Rule] = [
           ("Key x12345678901234567.", "Key x one two three, four five six, seven eight nine, zero one two, "
            "three four five, six seven."), ("Only 123456789012345.", "Only 123456789012345."),
           ("Agent 007 and 00.", "Agent zero zero seven and zero zero."))),
+    # what digit_run leaves (a run right after a dot or comma with no number before it: ".0000..."): a run
+    # misaki cannot read is read in groups, wherever it stands
+    Rule("digit_tail", re.compile(rf"\d{{{LONG_DIGITS},}}"), _digit_tail,
+         ((".00000000000000001 left", ". zero zero zero, zero zero zero, zero zero zero, zero zero zero, "
+           "zero zero zero, zero one left"),)),
     Rule("range", re.compile(r"(?<![\w.,/:-])(\d+(?:\.\d+)?)\s?[-–]\s?(\d+(?:\.\d+)?)(?![\w/:-]|\.\d)"),
          _range,
          (("They won 3-2 last night.", "They won 3 to 2 last night."),
@@ -434,7 +445,7 @@ RULES: list[Rule] = [
 
 # Applied even with ``normalize: false``: misaki cannot read these digit runs (its number reading overflows
 # on long ones and drops leading zeros: "00" would be silence).
-SAFETY_RULES = [r for r in RULES if r.name == "digit_run"]
+SAFETY_RULES = [r for r in RULES if r.name in ("digit_run", "digit_tail")]
 
 
 @dataclass(frozen=True)
